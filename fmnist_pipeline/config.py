@@ -1,0 +1,270 @@
+"""Reading params.yaml and checking it against the declared schema.
+
+The schema is data: every key maps to a check that returns ``None`` when the value
+is allowed and a short description of what is allowed otherwise. Every stage
+validates the whole file before doing any work, so a typo in any section fails in
+seconds instead of after a long search.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fmnist_pipeline.errors import ParamsError
+
+Check = Callable[[Any], "str | None"]
+
+# Element-wise activations that Keras resolves by name; a test keeps this list honest.
+ACTIVATIONS = (
+    "celu",
+    "elu",
+    "gelu",
+    "hard_sigmoid",
+    "hard_silu",
+    "leaky_relu",
+    "linear",
+    "mish",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "softplus",
+    "softsign",
+    "swish",
+    "tanh",
+)
+SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def integer(minimum: int | None = None) -> Check:
+    """An integer, at least ``minimum`` when given."""
+    allowed = "an integer" if minimum is None else f"an integer >= {minimum}"
+
+    def check(value: Any) -> str | None:
+        if not _is_int(value) or (minimum is not None and value < minimum):
+            return allowed
+        return None
+
+    return check
+
+
+def number(gt: float | None = None, lt: float | None = None) -> Check:
+    """A finite number strictly between the given bounds."""
+    bounds = [f"> {gt}"] if gt is not None else []
+    bounds += [f"< {lt}"] if lt is not None else []
+    allowed = " ".join(["a number", " and ".join(bounds)]).strip()
+
+    def check(value: Any) -> str | None:
+        if not _is_number(value):
+            return allowed
+        if (gt is not None and value <= gt) or (lt is not None and value >= lt):
+            return allowed
+        return None
+
+    return check
+
+
+def choice(options: tuple[str, ...]) -> Check:
+    """One string out of ``options``."""
+
+    def check(value: Any) -> str | None:
+        if value not in options:
+            return "one of " + ", ".join(options)
+        return None
+
+    return check
+
+
+def non_empty_string(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return "a non-empty string"
+    return None
+
+
+def optional(inner: Check) -> Check:
+    """``null`` or whatever ``inner`` allows."""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        problem = inner(value)
+        return None if problem is None else f"null or {problem}"
+
+    return check
+
+
+def list_of(item: Check, what: str) -> Check:
+    """A non-empty list whose items all pass ``item``."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or not value:
+            return f"a non-empty list of {what}"
+        if any(item(entry) is not None for entry in value):
+            return f"a non-empty list of {what}"
+        return None
+
+    return check
+
+
+def range_of(bound: Check, what: str, log: bool = False) -> Check:
+    """A mapping ``{low: ..., high: ...}`` of two bounds with ``low`` below ``high``."""
+    order = "low < high" if log else "low <= high"
+    allowed = f"a mapping {{low: {what}, high: {what}}} with {order}"
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, Mapping) or set(value) != {"low", "high"}:
+            return allowed
+        low, high = value["low"], value["high"]
+        if bound(low) is not None or bound(high) is not None:
+            return allowed
+        if low > high or (log and low == high):
+            return allowed
+        return None
+
+    return check
+
+
+def either(first: Check, second: Check) -> Check:
+    def check(value: Any) -> str | None:
+        problems = (first(value), second(value))
+        if None in problems:
+            return None
+        return " or ".join(problems)
+
+    return check
+
+
+def sha256_map(value: Any) -> str | None:
+    allowed = "a mapping of file name to a SHA-256 hex digest"
+    if not isinstance(value, Mapping) or not value:
+        return allowed
+    for name, digest in value.items():
+        if non_empty_string(name) or not SHA256_RE.match(str(digest)):
+            return allowed
+    return None
+
+
+_units = either(list_of(integer(1), "integers >= 1"), range_of(integer(1), "int >= 1"))
+_activations = list_of(choice(ACTIVATIONS), "Keras activation names")
+
+SCHEMA: dict[str, Any] = {
+    "fetch": {
+        "sources": list_of(non_empty_string, "directories or http(s) URLs"),
+        "timeout": number(gt=0),
+        "files": sha256_map,
+    },
+    "search": {
+        "seed": integer(0),
+        "subsample": optional(integer(20)),
+        "n_iter": integer(1),
+        "folds": integer(2),
+        "scoring": choice(SCORINGS),
+        "epochs": integer(1),
+        "batch_size": integer(1),
+        "n_jobs": integer(1),
+        "space": {
+            "units_1": _units,
+            "units_2": _units,
+            "units_3": _units,
+            "activation_1": _activations,
+            "activation_2": _activations,
+            "activation_3": _activations,
+            "learning_rate": range_of(number(gt=0), "number > 0", log=True),
+        },
+    },
+    "train": {
+        "seed": integer(0),
+        "max_epochs": integer(1),
+        "batch_size": integer(1),
+        "validation_fraction": number(gt=0, lt=1),
+        "patience": integer(1),
+    },
+}
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _validate(value: Any, schema: Any, path: str) -> list[str]:
+    if callable(schema):
+        allowed = schema(value)
+        if allowed is None:
+            return []
+        return [f"{path}: got {_describe(value)}, expected {allowed}"]
+    if not isinstance(value, Mapping):
+        return [f"{path}: got {_describe(value)}, expected a mapping"]
+    problems = []
+    for key in value:
+        if key not in schema:
+            known = ", ".join(schema)
+            problems.append(f"{path}.{key}: unknown key, expected one of {known}")
+    for key, sub_schema in schema.items():
+        if key not in value:
+            problems.append(f"{path}.{key}: missing")
+        else:
+            problems.extend(_validate(value[key], sub_schema, f"{path}.{key}"))
+    return problems
+
+
+def validate_params(params: Any, source: str = "params.yaml") -> None:
+    """Check ``params`` against :data:`SCHEMA`.
+
+    Raises
+    ------
+    ParamsError
+        One line per problem, each naming the key path, the value given and what
+        is allowed.
+    """
+    if not isinstance(params, Mapping):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {params!r}")
+    problems = []
+    for key in params:
+        if key not in SCHEMA:
+            problems.append(
+                f"{key}: unknown section, expected one of {', '.join(SCHEMA)}"
+            )
+    for section, schema in SCHEMA.items():
+        if section not in params:
+            problems.append(f"{section}: missing section")
+        else:
+            problems.extend(_validate(params[section], schema, section))
+    if problems:
+        lines = "\n".join(f"{source}: {problem}" for problem in problems)
+        raise ParamsError(f"{lines}\nFix the key(s) above in {source} and rerun.")
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read and validate the whole params file; return it as plain dicts."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ParamsError(f"{path}: cannot read ({error.strerror})") from error
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(
+            f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})"
+        ) from error
+    validate_params(params, str(path))
+    return params

@@ -1,0 +1,177 @@
+"""The MLP and the scikit-learn estimator that wraps it for the search."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+from scikeras.wrappers import KerasClassifier  # noqa: E402
+from sklearn.utils import ClassifierTags  # noqa: E402
+
+from fmnist_pipeline import CLASS_NAMES  # noqa: E402
+from fmnist_pipeline.data import IMAGE_SHAPE  # noqa: E402
+
+HIDDEN_LAYERS = 3
+
+
+def build_model(
+    units: tuple[int, int, int] = (256, 128, 64),
+    activations: tuple[str, str, str] = ("relu", "relu", "relu"),
+    learning_rate: float = 1e-3,
+) -> keras.Sequential:
+    """Build and compile the MLP: Flatten, three hidden Dense layers, softmax output.
+
+    Parameters
+    ----------
+    units, activations
+        Width and activation of each hidden layer, input side first.
+    learning_rate
+        Adam's learning rate.
+    """
+    if len(units) != HIDDEN_LAYERS or len(activations) != HIDDEN_LAYERS:
+        raise ValueError(
+            f"expected {HIDDEN_LAYERS} hidden layers, got units={units} "
+            f"and activations={activations}"
+        )
+    model = keras.Sequential(name="fmnist_mlp")
+    model.add(keras.Input(shape=IMAGE_SHAPE))
+    model.add(keras.layers.Flatten())
+    for index, (width, activation) in enumerate(
+        zip(units, activations, strict=True), start=1
+    ):
+        model.add(
+            keras.layers.Dense(
+                int(width), activation=activation, name=f"hidden_{index}"
+            )
+        )
+    model.add(keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name="output"))
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class FashionMLPClassifier(KerasClassifier):
+    """Scikit-learn classifier around :func:`build_model`.
+
+    Every searched hyperparameter is a plain constructor argument, so
+    ``RandomizedSearchCV`` can set it and ``clone`` can copy it.
+
+    Parameters
+    ----------
+    units_1, units_2, units_3 : int
+        Widths of the hidden layers.
+    activation_1, activation_2, activation_3 : str
+        Keras activation names of the hidden layers.
+    learning_rate : float
+        Adam's learning rate.
+    epochs, batch_size : int
+        Passed to ``keras.Model.fit``; ``epochs`` is the maximum when
+        ``patience`` is set.
+    validation_split : float
+        Fraction of each fit's data (the last samples) held out to watch for
+        early stopping; 0 trains on everything.
+    patience : int or None
+        Stop after this many epochs without a better validation accuracy and keep
+        the best weights; halve the learning rate after half as many. ``None``
+        trains for exactly ``epochs``.
+    random_state : int or None
+        Seeds weight initialisation and batch shuffling of each fit.
+    verbose : int
+        Keras' progress output of each fit.
+    callbacks : list or None
+        Extra Keras callbacks for every fit (DVCLive's, for instance).
+    **kwargs
+        Any other SciKeras setting, such as ``shuffle``.
+
+    Attributes
+    ----------
+    model_ : keras.Model
+        The fitted network.
+    history_ : dict
+        Per-epoch loss and accuracy (and their validation counterparts).
+    classes_ : ndarray
+        The labels seen in ``fit``.
+    """
+
+    def __init__(
+        self,
+        units_1: int = 256,
+        units_2: int = 128,
+        units_3: int = 64,
+        activation_1: str = "relu",
+        activation_2: str = "relu",
+        activation_3: str = "relu",
+        learning_rate: float = 1e-3,
+        epochs: int = 10,
+        batch_size: int = 128,
+        validation_split: float = 0.0,
+        patience: int | None = None,
+        random_state: int | None = None,
+        verbose: int = 0,
+        callbacks: list | None = None,
+        **kwargs,
+    ):
+        # SciKeras keeps its own fit and compile settings as attributes too, and
+        # clone() passes them back in through **kwargs.
+        super().__init__(**kwargs)
+        self.units_1 = units_1
+        self.units_2 = units_2
+        self.units_3 = units_3
+        self.activation_1 = activation_1
+        self.activation_2 = activation_2
+        self.activation_3 = activation_3
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.validation_split = validation_split
+        self.patience = patience
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def __sklearn_tags__(self):
+        # SciKeras 0.13 predates scikit-learn's tags API, so without this
+        # is_classifier() is False and an integer cv silently becomes an
+        # unstratified KFold.
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags()
+        return tags
+
+    def _keras_build_fn(self) -> keras.Model:
+        return build_model(
+            units=(self.units_1, self.units_2, self.units_3),
+            activations=(self.activation_1, self.activation_2, self.activation_3),
+            learning_rate=self.learning_rate,
+        )
+
+    def _initialize_callbacks(self) -> None:
+        super()._initialize_callbacks()
+        if self.patience is None:
+            return
+        if not self.validation_split:
+            raise ValueError("patience needs a validation_split > 0 to watch")
+        self._fit_callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy",
+                patience=self.patience,
+                restore_best_weights=True,
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_accuracy",
+                factor=0.5,
+                patience=max(1, self.patience // 2),
+                min_lr=1e-6,
+            ),
+            *self._fit_callbacks,
+        ]
+
+
+def load_model(path) -> keras.Model:
+    """Load a saved ``.keras`` model; safe mode refuses embedded Python code."""
+    return keras.saving.load_model(path, compile=False, safe_mode=True)

@@ -1,0 +1,218 @@
+"""Randomized hyperparameter search over the MLP with stratified cross-validation."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from scipy.stats import loguniform, randint
+from sklearn.model_selection import (
+    RandomizedSearchCV,
+    StratifiedKFold,
+    train_test_split,
+)
+
+from fmnist_pipeline.config import load_params
+from fmnist_pipeline.data import load_split
+from fmnist_pipeline.errors import PipelineError
+from fmnist_pipeline.io import atomic_path, write_json
+from fmnist_pipeline.plots import cv_scores_png
+
+logger = logging.getLogger(__name__)
+
+SEARCHED = (
+    "units_1",
+    "units_2",
+    "units_3",
+    "activation_1",
+    "activation_2",
+    "activation_3",
+    "learning_rate",
+)
+
+
+def to_distributions(space: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn the ``search.space`` section of params.yaml into sampler inputs.
+
+    A list is a set of choices sampled uniformly. ``{low, high}`` is an integer
+    range (both ends included) for units and a log-uniform range for the learning
+    rate.
+    """
+    distributions: dict[str, Any] = {}
+    for name in SEARCHED:
+        spec = space[name]
+        if isinstance(spec, list):
+            distributions[name] = list(spec)
+        elif name == "learning_rate":
+            distributions[name] = loguniform(float(spec["low"]), float(spec["high"]))
+        else:
+            distributions[name] = randint(int(spec["low"]), int(spec["high"]) + 1)
+    return distributions
+
+
+def stratified_subsample(
+    x: np.ndarray, y: np.ndarray, size: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``size`` samples with the class balance of ``y``; all when ``None``."""
+    if size is None or size >= len(y):
+        return x, y
+    x_part, _, y_part, _ = train_test_split(
+        x, y, train_size=size, stratify=y, random_state=seed
+    )
+    return x_part, y_part
+
+
+@contextmanager
+def tensorflow_threads(n_jobs: int) -> Iterator[None]:
+    """Give each of ``n_jobs`` worker processes an equal share of the cores.
+
+    TensorFlow reads these variables when it starts in a worker; without them
+    every worker would spin up one thread per core and they would all fight.
+    """
+    per_worker = max(1, (os.cpu_count() or 1) // n_jobs)
+    wanted = {"TF_NUM_INTRAOP_THREADS": str(per_worker), "TF_NUM_INTEROP_THREADS": "1"}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        with joblib.parallel_config(backend="loky", inner_max_num_threads=per_worker):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def make_search(config: Mapping[str, Any]) -> RandomizedSearchCV:
+    """Build the (unfitted) search from the ``search`` section of params.yaml."""
+    from fmnist_pipeline.model import FashionMLPClassifier
+
+    seed = config["seed"]
+    estimator = FashionMLPClassifier(
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        random_state=seed,
+    )
+    return RandomizedSearchCV(
+        estimator,
+        param_distributions=to_distributions(config["space"]),
+        n_iter=config["n_iter"],
+        scoring=config["scoring"],
+        cv=StratifiedKFold(n_splits=config["folds"], shuffle=True, random_state=seed),
+        n_jobs=config["n_jobs"],
+        refit=False,
+        random_state=seed,
+        error_score=np.nan,
+        return_train_score=False,
+        verbose=3,
+    )
+
+
+def run_search(
+    x: np.ndarray, y: np.ndarray, config: Mapping[str, Any]
+) -> RandomizedSearchCV:
+    """Fit the search on a stratified subsample of the training data."""
+    x_search, y_search = stratified_subsample(x, y, config["subsample"], config["seed"])
+    search = make_search(config)
+    logger.info(
+        "searching %d candidates x %d folds on %d images (%d epochs each, n_jobs=%d)",
+        config["n_iter"],
+        config["folds"],
+        len(y_search),
+        config["epochs"],
+        config["n_jobs"],
+    )
+    started = time.perf_counter()
+    with tensorflow_threads(config["n_jobs"]):
+        search.fit(x_search, y_search)
+    logger.info(
+        "search done in %.0fs: best mean CV %s %.4f with %s",
+        time.perf_counter() - started,
+        config["scoring"],
+        search.best_score_,
+        best_params(search),
+    )
+    return search
+
+
+def _plain(value: Any) -> Any:
+    """Convert numpy scalars to Python ones for JSON and CSV."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def best_params(search: RandomizedSearchCV) -> dict[str, Any]:
+    return {name: _plain(search.best_params_[name]) for name in SEARCHED}
+
+
+def search_metrics(search: RandomizedSearchCV, wall_time: float) -> dict[str, Any]:
+    results = search.cv_results_
+    best = search.best_index_
+    return {
+        "best_mean_cv_score": float(results["mean_test_score"][best]),
+        "best_std_cv_score": float(results["std_test_score"][best]),
+        "scoring": search.scoring,
+        "candidates": len(results["params"]),
+        "failed_candidates": int(np.isnan(results["mean_test_score"]).sum()),
+        "mean_fit_time_s": float(np.mean(results["mean_fit_time"])),
+        "best_fit_time_s": float(results["mean_fit_time"][best]),
+        "wall_time_s": round(wall_time, 1),
+    }
+
+
+def candidate_rows(search: RandomizedSearchCV) -> list[dict[str, Any]]:
+    """One row per candidate: its params, CV scores, fit time and rank."""
+    results = search.cv_results_
+    columns = (
+        ["rank_test_score", "mean_test_score", "std_test_score"]
+        + [f"param_{name}" for name in SEARCHED]
+        + ["mean_fit_time"]
+    )
+    return [
+        {"candidate": index, **{c: _plain(results[c][index]) for c in columns}}
+        for index in range(len(results["params"]))
+    ]
+
+
+def write_cv_results(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Write the candidate rows as CSV, a table that ``dvc plots`` can draw."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run(
+    params_path: str | Path,
+    train_path: str | Path,
+    best_params_path: str | Path,
+    cv_results_path: str | Path,
+    metrics_path: str | Path,
+    figure_path: str | Path,
+) -> dict[str, Any]:
+    """Search, then write the best params, every candidate's scores and a figure."""
+    config = load_params(params_path)["search"]
+    train = load_split(train_path)
+    started = time.perf_counter()
+    search = run_search(train.x, train.y, config)
+    metrics = search_metrics(search, time.perf_counter() - started)
+    if metrics["failed_candidates"] == metrics["candidates"]:
+        raise PipelineError(
+            f"all {metrics['candidates']} candidates failed to fit; see the log "
+            "above, then narrow search.space (a lower learning_rate.high, say)"
+        )
+
+    rows = candidate_rows(search)
+    write_json(best_params_path, best_params(search))
+    write_cv_results(rows, cv_results_path)
+    write_json(metrics_path, metrics)
+    cv_scores_png(rows, SEARCHED, config["scoring"], figure_path)
+    return metrics
