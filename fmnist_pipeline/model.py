@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import keras
+from scikeras.wrappers import KerasClassifier
+from sklearn.utils import ClassifierTags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import keras  # noqa: E402
-from scikeras.wrappers import KerasClassifier  # noqa: E402
-from sklearn.utils import ClassifierTags  # noqa: E402
-
-from fmnist_pipeline import CLASS_NAMES  # noqa: E402
-from fmnist_pipeline.data import IMAGE_SHAPE  # noqa: E402
+from fmnist_pipeline import CLASS_NAMES
+from fmnist_pipeline.data import IMAGE_SHAPE
 
 HIDDEN_LAYERS = 3
 
