@@ -1,0 +1,76 @@
+import copy
+
+import keras
+import pytest
+import yaml
+
+from fmnist_pipeline.config import ACTIVATIONS, load_params, validate_params
+from fmnist_pipeline.errors import ParamsError
+from tests.conftest import REPO_ROOT
+
+DEFAULTS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def with_change(path: str, value):
+    params = copy.deepcopy(DEFAULTS)
+    *parents, leaf = path.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    return params
+
+
+def test_committed_params_are_valid():
+    assert load_params(REPO_ROOT / "params.yaml") == DEFAULTS
+
+
+def test_every_listed_activation_is_known_to_keras():
+    for name in ACTIVATIONS:
+        assert callable(keras.activations.get(name))
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("search.n_iter", 0, "search.n_iter: got 0, expected an integer >= 1"),
+        ("search.folds", 1, "search.folds: got 1, expected an integer >= 2"),
+        ("search.epochs", "ten", "search.epochs: got 'ten', expected an integer"),
+        ("search.batch_size", 0, "search.batch_size: got 0"),
+        ("train.validation_fraction", 1.0, "expected a number > 0 and < 1"),
+        ("search.space.units_1", [128, -4], "search.space.units_1: got [128, -4]"),
+        ("search.space.units_2", {"low": 64, "high": 32}, "low <= high"),
+        ("search.space.activation_3", ["relu", "rleu"], "Keras activation names"),
+        ("search.space.learning_rate", {"low": 0.1, "high": 0.01}, "low < high"),
+        ("search.space.learning_rate", {"low": 0, "high": 0.01}, "number > 0"),
+        ("search.scoring", "auc", "one of accuracy"),
+        ("fetch.sources", [], "a non-empty list"),
+        ("fetch.files", {"x.gz": "abc"}, "SHA-256"),
+    ],
+)
+def test_each_rule_names_key_value_and_what_is_allowed(path, value, expected):
+    with pytest.raises(ParamsError) as caught:
+        validate_params(with_change(path, value))
+    assert expected in str(caught.value)
+
+
+def test_unknown_and_missing_keys_are_reported_together():
+    params = with_change("search.n_iters", 5)
+    del params["train"]["patience"]
+    with pytest.raises(ParamsError) as caught:
+        validate_params(params)
+    lines = str(caught.value).splitlines()
+    assert any("search.n_iters: unknown key" in line for line in lines)
+    assert any("train.patience: missing" in line for line in lines)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("search:\n  n_iter: [1, 2\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: line \d+ is not valid YAML"):
+        load_params(path)
+
+
+def test_missing_file_is_a_params_error(tmp_path):
+    with pytest.raises(ParamsError, match="cannot read"):
+        load_params(tmp_path / "absent.yaml")

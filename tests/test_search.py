@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+from scipy.stats import loguniform, randint
+from sklearn.model_selection import ParameterSampler, StratifiedKFold
+
+from fmnist_pipeline.search import (
+    SEARCHED,
+    best_params,
+    candidate_rows,
+    make_search,
+    run_search,
+    stratified_subsample,
+    to_distributions,
+)
+from tests.conftest import REPO_ROOT, synthetic_split, tiny_params
+
+
+def space(**overrides):
+    base = {
+        "units_1": [64, 128],
+        "units_2": {"low": 16, "high": 32},
+        "units_3": [8],
+        "activation_1": ["relu", "elu"],
+        "activation_2": ["tanh"],
+        "activation_3": ["gelu"],
+        "learning_rate": {"low": 1e-4, "high": 1e-2},
+    }
+    return {**base, **overrides}
+
+
+def test_lists_become_choices_and_ranges_become_distributions():
+    distributions = to_distributions(space())
+    assert set(distributions) == set(SEARCHED)
+    assert distributions["units_1"] == [64, 128]
+    assert distributions["activation_1"] == ["relu", "elu"]
+    units_2 = distributions["units_2"]
+    assert isinstance(units_2.dist, type(randint))
+    assert units_2.support() == (16, 32)
+    learning_rate = distributions["learning_rate"]
+    assert isinstance(learning_rate.dist, type(loguniform))
+    assert learning_rate.support() == pytest.approx((1e-4, 1e-2))
+
+
+def test_sampled_candidates_stay_inside_the_space_and_repeat_with_the_seed():
+    distributions = to_distributions(space())
+    first = list(ParameterSampler(distributions, n_iter=30, random_state=3))
+    again = list(ParameterSampler(distributions, n_iter=30, random_state=3))
+    assert first == again
+    for candidate in first:
+        assert candidate["units_1"] in (64, 128)
+        assert 16 <= candidate["units_2"] <= 32
+        assert 1e-4 <= candidate["learning_rate"] <= 1e-2
+
+
+def test_stratified_subsample_keeps_class_balance():
+    x = np.zeros((1000, 28, 28), np.float32)
+    y = np.repeat(np.arange(10, dtype=np.uint8), 100)
+    x_part, y_part = stratified_subsample(x, y, 200, seed=0)
+    assert len(x_part) == 200
+    assert np.bincount(y_part).tolist() == [20] * 10
+    assert stratified_subsample(x, y, None, seed=0)[1] is y
+
+
+def test_search_uses_stratified_folds_and_the_param_space():
+    config = tiny_params([])["search"]
+    search = make_search(config)
+    assert isinstance(search.cv, StratifiedKFold)
+    assert search.cv.n_splits == config["folds"]
+    assert search.n_iter == config["n_iter"]
+    assert search.scoring == config["scoring"]
+
+
+def test_tiny_search_scores_every_candidate():
+    images, labels = synthetic_split(240, seed=0)
+    x = images.astype(np.float32) / 255.0
+    config = tiny_params([])["search"]
+    config.update(n_iter=3, epochs=5, batch_size=16)
+    config["space"]["learning_rate"] = {"low": 3e-3, "high": 1e-2}
+    search = run_search(x, labels, config)
+    rows = candidate_rows(search)
+    assert len(rows) == 3
+    assert all(0.0 <= row["mean_test_score"] <= 1.0 for row in rows)
+    assert sorted(row["rank_test_score"] for row in rows)[0] == 1
+    best = best_params(search)
+    assert set(best) == set(SEARCHED)
+    # The bar images are easy: the best candidate must beat chance by far.
+    assert search.best_score_ > 0.5
+    assert REPO_ROOT.exists()
