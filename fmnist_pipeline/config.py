@@ -195,6 +195,9 @@ SCHEMA: dict[str, Any] = {
         "validation_fraction": number(gt=0, lt=1),
         "patience": integer(1),
     },
+    "evaluate": {
+        "misclassified": integer(0),
+    },
 }
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import logging
+import math
 import os
 import shutil
 import time
@@ -83,11 +85,13 @@ def _copy_from_directory(source: str, name: str, tmp: Path) -> None:
 
 def _download(source: str, name: str, tmp: Path, timeout: float) -> None:
     url = f"{source.rstrip('/')}/{name}"
-    with (
-        urllib.request.urlopen(url, timeout=timeout) as response,
-        open(tmp, "wb") as out,
-    ):
-        shutil.copyfileobj(response, out, _CHUNK)
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        announced = response.headers.get("Content-Length")
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out, _CHUNK)
+            received = out.tell()
+    if announced is not None and received != int(announced):
+        raise OSError(f"truncated download: {received} of {announced} bytes")
 
 
 def _attempt(source: str, name: str, tmp: Path, expected: str, timeout: float) -> str:
@@ -101,8 +105,10 @@ def _attempt(source: str, name: str, tmp: Path, expected: str, timeout: float) -
         return f"HTTP {error.code} {error.reason}"
     except urllib.error.URLError as error:
         return str(error.reason)
+    except http.client.HTTPException as error:
+        return f"{type(error).__name__}: {error}"
     except (OSError, ValueError) as error:
-        return str(error)
+        return str(error) or type(error).__name__
     return _verify(tmp, expected) or ""
 
 
@@ -195,7 +201,7 @@ def parse_idx(payload: bytes, source: str = "<bytes>") -> np.ndarray:
     if len(payload) < header_size:
         raise IdxFormatError(f"{source}: header truncated ({len(payload)} bytes)")
     dims = tuple(int(d) for d in np.frombuffer(payload, ">u4", ndim, offset=4))
-    expected = header_size + int(np.prod(dims, dtype=np.int64))
+    expected = header_size + math.prod(dims)
     if len(payload) != expected:
         raise IdxFormatError(
             f"{source}: dimensions {dims} need {expected} bytes, file has "

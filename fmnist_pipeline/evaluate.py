@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,11 @@ from sklearn.metrics import (
 )
 
 from fmnist_pipeline import CLASS_NAMES
+from fmnist_pipeline.config import load_params
 from fmnist_pipeline.data import load_split
+from fmnist_pipeline.io import atomic_path, read_json
 from fmnist_pipeline.model import load_model
-from fmnist_pipeline.plots import confusion_matrix_png
+from fmnist_pipeline.plots import confusion_matrix_png, misclassified_png
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +51,68 @@ def test_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
     }
 
 
+def render_report(
+    metrics: Mapping[str, Any],
+    best: Mapping[str, Any],
+    search: Mapping[str, Any],
+    figures: Mapping[str, str],
+) -> str:
+    """The Markdown report: best params, test metrics, per-class table, figures."""
+    lines = ["# Fashion-MNIST classifier report", "", "## Best hyperparameters", ""]
+    lines += ["| hyperparameter | value |", "| --- | --- |"]
+    lines += [
+        f"| {name} | {value:.3g} |"
+        if isinstance(value, float)
+        else f"| {name} | {value} |"
+        for name, value in best.items()
+    ]
+    lines += [
+        "",
+        f"Chosen among {search['candidates']} candidates by mean cross-validated "
+        f"{search['scoring']}: {search['best_mean_cv_score']:.4f} "
+        f"(std {search['best_std_cv_score']:.4f}).",
+        "",
+        f"## Test metrics ({sum(c['support'] for c in metrics['per_class'].values())}"
+        " images)",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| accuracy | {metrics['accuracy']:.4f} |",
+        f"| macro F1 | {metrics['macro_f1']:.4f} |",
+        f"| log loss | {metrics['log_loss']:.4f} |",
+        "",
+        "## Per class",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} "
+        f"| {row['support']} |"
+        for name, row in metrics["per_class"].items()
+    ]
+    lines += ["", "## Figures", ""]
+    for title, path in figures.items():
+        lines += [f"### {title}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines)
+
+
 def run(
+    params_path: str | Path,
     model_path: str | Path,
     test_path: str | Path,
+    best_params_path: str | Path,
+    search_metrics_path: str | Path,
     live_dir: str | Path,
-    figure_path: str | Path,
+    figures_dir: str | Path,
+    report_path: str | Path,
 ) -> dict[str, Any]:
-    """Score the model on the test split and log metrics and plots with DVCLive."""
+    """Score the model on the test split; log metrics and plots; write the report.
+
+    ``figures_dir`` must already hold the search's and the training's figures; this
+    stage adds the confusion matrix and the misclassified examples.
+    """
+    config = load_params(params_path)["evaluate"]
     model = load_model(model_path)
     test = load_split(test_path)
     proba = model.predict(test.x, batch_size=1024, verbose=0)
@@ -72,12 +131,38 @@ def run(
             name="confusion_matrix.json",
             title="Test set confusion matrix",
         )
-    confusion_matrix_png(test.y, y_pred, figure_path)
+
+    figures_dir = Path(figures_dir)
+    confusion_matrix_png(test.y, y_pred, figures_dir / "confusion_matrix.png")
+    misclassified_png(
+        test.x,
+        test.y,
+        y_pred,
+        config["misclassified"],
+        figures_dir / "misclassified.png",
+    )
+    report_path = Path(report_path)
+    relative = os.path.relpath(figures_dir, report_path.parent)
+    figures = {
+        "Confusion matrix": "confusion_matrix.png",
+        "Learning curves": "learning_curves.png",
+        "CV score against each searched hyperparameter": "cv_scores.png",
+        "Misclassified test images": "misclassified.png",
+    }
+    report = render_report(
+        metrics,
+        read_json(best_params_path),
+        read_json(search_metrics_path),
+        {title: f"{relative}/{name}" for title, name in figures.items()},
+    )
+    with atomic_path(report_path) as tmp:
+        tmp.write_text(report + "\n", encoding="utf-8")
     logger.info(
-        "test accuracy %.4f, macro F1 %.4f, log loss %.4f on %d images",
+        "test accuracy %.4f, macro F1 %.4f, log loss %.4f on %d images; report in %s",
         metrics["accuracy"],
         metrics["macro_f1"],
         metrics["log_loss"],
         len(test.y),
+        report_path,
     )
     return metrics

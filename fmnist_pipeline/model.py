@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from scikeras.wrappers import KerasClassifier
 from sklearn.utils import ClassifierTags
 
@@ -10,6 +11,10 @@ from fmnist_pipeline import CLASS_NAMES
 from fmnist_pipeline.data import IMAGE_SHAPE
 
 HIDDEN_LAYERS = 3
+
+
+class TrainingDiverged(ArithmeticError):
+    """The training loss became NaN or infinite."""
 
 
 def build_model(
@@ -146,8 +151,22 @@ class FashionMLPClassifier(KerasClassifier):
             learning_rate=self.learning_rate,
         )
 
+    def fit(self, X, y, sample_weight=None, **kwargs) -> FashionMLPClassifier:
+        """Fit the network; raise :class:`TrainingDiverged` if the loss blew up."""
+        super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        losses = np.asarray(self.history_.get("loss", []), dtype=float)
+        if losses.size and not np.isfinite(losses).all():
+            raise TrainingDiverged(
+                f"loss became {losses[~np.isfinite(losses)][0]} by epoch "
+                f"{len(losses)} with learning_rate={self.learning_rate:g}; "
+                "lower the learning rate"
+            )
+        return self
+
     def _initialize_callbacks(self) -> None:
         super()._initialize_callbacks()
+        # Stop a diverged fit at once instead of training on NaNs to the end.
+        self._fit_callbacks = [keras.callbacks.TerminateOnNaN(), *self._fit_callbacks]
         if self.patience is None:
             return
         if not self.validation_split:

@@ -89,3 +89,30 @@ def cv_scores_png(
     figure.suptitle("Search candidates")
     figure.tight_layout()
     _save(figure, path)
+
+
+def misclassified_png(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    count: int,
+    path: str | Path,
+) -> None:
+    """A grid of the first ``count`` misclassified test images, true vs predicted."""
+    wrong = np.flatnonzero(y_true != y_pred)[:count]
+    columns = 5
+    rows = max(1, math.ceil(len(wrong) / columns))
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(2.2 * columns, 2.5 * rows), squeeze=False
+    )
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, index in zip(grid.flat, wrong, strict=False):
+        axes.imshow(images[index], cmap="gray", vmin=0, vmax=1)
+        axes.set_title(
+            f"true: {CLASS_NAMES[y_true[index]]}\npred: {CLASS_NAMES[y_pred[index]]}",
+            fontsize=8,
+        )
+    figure.suptitle(f"Misclassified test images (first {len(wrong)})")
+    figure.tight_layout()
+    _save(figure, path)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 import joblib
 import numpy as np
 from scipy.stats import loguniform, randint
+from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import (
     RandomizedSearchCV,
     StratifiedKFold,
@@ -113,14 +116,62 @@ def make_search(config: Mapping[str, Any]) -> RandomizedSearchCV:
         random_state=seed,
         error_score=np.nan,
         return_train_score=False,
+        # One line per finished fold: its params, score and time.
         verbose=3,
     )
 
 
+def fit_search(search: RandomizedSearchCV, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """Fit ``search``; return the distinct reasons of failed fits (empty if none).
+
+    A candidate whose fit fails (its loss diverges, say) scores NaN and the search
+    goes on. If every fit fails, :class:`PipelineError` says so and what to change.
+    """
+    with (
+        tensorflow_threads(search.n_jobs),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", FitFailedWarning)
+        try:
+            search.fit(x, y)
+        except ValueError as error:
+            if "fits failed" not in str(error):
+                raise
+            reasons = "; ".join(_failure_reasons(str(error)))
+            raise PipelineError(
+                f"all {search.n_iter} search candidates failed to fit ({reasons}); "
+                "narrow search.space in params.yaml, for example a lower "
+                "learning_rate.high"
+            ) from error
+    reasons = []
+    for warning in caught:
+        message = str(warning.message)
+        if issubclass(warning.category, FitFailedWarning):
+            reasons.extend(_failure_reasons(message))
+        elif "test scores are non-finite" not in message:  # implied by failures
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    for reason in reasons:
+        logger.warning("some candidates failed: %s", reason)
+    return reasons
+
+
+def _failure_reasons(message: str) -> list[str]:
+    """The last line (the exception) of each traceback in a fit-failure message."""
+    blocks = re.findall(
+        r"with the following error:\n(.*?)(?=\n-{20,}|\Z)", message, re.S
+    )
+    return [block.strip().splitlines()[-1] for block in blocks if block.strip()]
+
+
 def run_search(
     x: np.ndarray, y: np.ndarray, config: Mapping[str, Any]
-) -> RandomizedSearchCV:
-    """Fit the search on a stratified subsample of the training data."""
+) -> tuple[RandomizedSearchCV, list[str]]:
+    """Search on a stratified subsample of the training data.
+
+    Returns the fitted search and the reasons of any failed fits.
+    """
     x_search, y_search = stratified_subsample(x, y, config["subsample"], config["seed"])
     search = make_search(config)
     logger.info(
@@ -132,8 +183,15 @@ def run_search(
         config["n_jobs"],
     )
     started = time.perf_counter()
-    with tensorflow_threads(config["n_jobs"]):
-        search.fit(x_search, y_search)
+    failures = fit_search(search, x_search, y_search)
+    for row in sorted(candidate_rows(search), key=lambda r: r["rank_test_score"]):
+        logger.info(
+            "rank %d: mean CV score %.4f (std %.4f) %s",
+            row["rank_test_score"],
+            row["mean_test_score"],
+            row["std_test_score"],
+            {name: row[f"param_{name}"] for name in SEARCHED},
+        )
     logger.info(
         "search done in %.0fs: best mean CV %s %.4f with %s",
         time.perf_counter() - started,
@@ -141,7 +199,7 @@ def run_search(
         search.best_score_,
         best_params(search),
     )
-    return search
+    return search, failures
 
 
 def _plain(value: Any) -> Any:
@@ -168,18 +226,27 @@ def search_metrics(search: RandomizedSearchCV, wall_time: float) -> dict[str, An
     }
 
 
-def candidate_rows(search: RandomizedSearchCV) -> list[dict[str, Any]]:
-    """One row per candidate: its params, CV scores, fit time and rank."""
+def candidate_rows(
+    search: RandomizedSearchCV, failures: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per candidate: its params, CV scores, fit time, rank and status.
+
+    A candidate whose folds failed has a NaN score and a ``failed: ...`` status
+    that carries the reasons of the failed fits.
+    """
     results = search.cv_results_
     columns = (
         ["rank_test_score", "mean_test_score", "std_test_score"]
-        + [f"param_{name}" for name in SEARCHED]
+        + [f"param_{name}" for name in SEARCHED if f"param_{name}" in results]
         + ["mean_fit_time"]
     )
-    return [
-        {"candidate": index, **{c: _plain(results[c][index]) for c in columns}}
-        for index in range(len(results["params"]))
-    ]
+    failed = "failed: " + ("; ".join(failures) if failures else "fit raised an error")
+    rows = []
+    for index in range(len(results["params"])):
+        row = {"candidate": index, **{c: _plain(results[c][index]) for c in columns}}
+        row["status"] = failed if np.isnan(row["mean_test_score"]) else "ok"
+        rows.append(row)
+    return rows
 
 
 def write_cv_results(rows: list[dict[str, Any]], path: str | Path) -> None:
@@ -202,15 +269,10 @@ def run(
     config = load_params(params_path)["search"]
     train = load_split(train_path)
     started = time.perf_counter()
-    search = run_search(train.x, train.y, config)
+    search, failures = run_search(train.x, train.y, config)
     metrics = search_metrics(search, time.perf_counter() - started)
-    if metrics["failed_candidates"] == metrics["candidates"]:
-        raise PipelineError(
-            f"all {metrics['candidates']} candidates failed to fit; see the log "
-            "above, then narrow search.space (a lower learning_rate.high, say)"
-        )
 
-    rows = candidate_rows(search)
+    rows = candidate_rows(search, failures)
     write_json(best_params_path, best_params(search))
     write_cv_results(rows, cv_results_path)
     write_json(metrics_path, metrics)

@@ -132,7 +132,12 @@ def test_fetch_failure_lists_every_source_and_writes_nothing(
 
 @pytest.fixture
 def http_mirror(synthetic_mirror):
-    """Serve the synthetic mirror on loopback; /broken/ serves a flipped byte."""
+    """Serve the synthetic mirror on 127.0.0.1, with misbehaving prefixes.
+
+    ``/broken/`` serves each file with one flipped byte, ``/truncated/`` announces
+    the full length but sends half and hangs up, and ``/stalled/`` never answers
+    until the test ends.
+    """
     mirror, checksums = synthetic_mirror
     broken = mirror / "broken"
     broken.mkdir()
@@ -140,18 +145,35 @@ def http_mirror(synthetic_mirror):
         data = bytearray((mirror / name).read_bytes())
         data[len(data) // 2] ^= 0xFF
         (broken / name).write_bytes(bytes(data))
+    release = threading.Event()
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, directory=str(mirror), **kwargs)
 
+        def do_GET(self):
+            if self.path.startswith("/stalled/"):
+                release.wait()
+                return
+            if self.path.startswith("/truncated/"):
+                body = (mirror / Path(self.path).name).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+                return
+            super().do_GET()
+
         def log_message(self, *args):
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", checksums
+    release.set()
     server.shutdown()
     server.server_close()
 
@@ -177,3 +199,19 @@ def test_fetch_falls_through_404_and_flipped_byte(http_mirror, tmp_path):
     assert "HTTP 404" in message
     assert ("checksum mismatch" in message) or ("not a complete gzip" in message)
     assert not any(Path(out).iterdir())
+
+
+def test_fetch_falls_through_a_timeout_and_a_truncated_body(http_mirror, tmp_path):
+    base, checksums = http_mirror
+    name = TRAIN_IMAGES
+    sources = [f"{base}/stalled", f"{base}/truncated", base]
+    provenance = fetch({name: checksums[name]}, sources, tmp_path / "raw", timeout=0.5)
+    assert provenance == {name: base}
+
+    out = tmp_path / "raw2"
+    with pytest.raises(FetchError) as caught:
+        fetch({name: checksums[name]}, sources[:2], out, timeout=0.5)
+    stalled, truncated = str(caught.value).split("; ")
+    assert "stalled" in stalled and "timed out" in stalled
+    assert "truncated download" in truncated
+    assert not any(out.iterdir())

@@ -50,8 +50,23 @@ def check_outputs(repo):
         best["units_2"],
         best["units_3"],
     ]
-    for png in (repo / "metrics/figures").iterdir():
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pngs = sorted(p.name for p in (repo / "metrics/figures").iterdir())
+    assert pngs == [
+        "confusion_matrix.png",
+        "cv_scores.png",
+        "learning_curves.png",
+        "misclassified.png",
+    ]
+    for png in pngs:
+        assert (repo / "metrics/figures" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    report = (repo / "metrics/report.md").read_text()
+    assert f"| units_1 | {best['units_1']} |" in report
+    assert f"| accuracy | {evaluation['accuracy']:.4f} |" in report
+    for name in CLASS_NAMES:
+        assert f"| {name} |" in report
+    for png in pngs:
+        assert f"(figures/{png})" in report
     return evaluation
 
 

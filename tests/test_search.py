@@ -3,10 +3,12 @@ import pytest
 from scipy.stats import loguniform, randint
 from sklearn.model_selection import ParameterSampler, StratifiedKFold
 
+from fmnist_pipeline.errors import PipelineError
 from fmnist_pipeline.search import (
     SEARCHED,
     best_params,
     candidate_rows,
+    fit_search,
     make_search,
     run_search,
     stratified_subsample,
@@ -76,8 +78,9 @@ def test_tiny_search_scores_every_candidate():
     config = tiny_params([])["search"]
     config.update(n_iter=3, epochs=5, batch_size=16)
     config["space"]["learning_rate"] = {"low": 3e-3, "high": 1e-2}
-    search = run_search(x, labels, config)
-    rows = candidate_rows(search)
+    search, failures = run_search(x, labels, config)
+    assert failures == []
+    rows = candidate_rows(search, failures)
     assert len(rows) == 3
     assert all(0.0 <= row["mean_test_score"] <= 1.0 for row in rows)
     assert sorted(row["rank_test_score"] for row in rows)[0] == 1
@@ -86,3 +89,31 @@ def test_tiny_search_scores_every_candidate():
     # The bar images are easy: the best candidate must beat chance by far.
     assert search.best_score_ > 0.5
     assert REPO_ROOT.exists()
+
+
+def test_diverging_candidates_are_recorded_as_failed_and_the_search_goes_on():
+    images, labels = synthetic_split(120, seed=0)
+    x = images.astype(np.float32) / 255.0
+    config = tiny_params([])["search"]
+    config.update(n_iter=2, epochs=2, batch_size=16)
+    search = make_search(config)
+    search.set_params(
+        param_distributions={"learning_rate": [1e-3, 1e30], "units_1": [16]}
+    )
+    failures = fit_search(search, x, labels)
+    assert len(failures) == 1 and "TrainingDiverged: loss became" in failures[0]
+    rows = {row["param_learning_rate"]: row for row in candidate_rows(search, failures)}
+    assert np.isnan(rows[1e30]["mean_test_score"])
+    assert rows[1e30]["status"].startswith("failed")
+    assert rows[1e-3]["status"] == "ok"
+    assert not np.isnan(rows[1e-3]["mean_test_score"])
+
+
+def test_search_where_every_candidate_fails_says_what_to_change():
+    images, labels = synthetic_split(120, seed=0)
+    x = images.astype(np.float32) / 255.0
+    config = tiny_params([])["search"]
+    config.update(n_iter=2, epochs=2, batch_size=16)
+    config["space"]["learning_rate"] = {"low": 1e29, "high": 1e30}
+    with pytest.raises(PipelineError, match="all 2 search candidates failed"):
+        run_search(x, labels, config)
