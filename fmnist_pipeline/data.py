@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fmnist_pipeline import CLASS_NAMES
-from fmnist_pipeline.errors import FetchError, IdxFormatError
+from fmnist_pipeline.errors import FetchError, IdxFormatError, PipelineError
 from fmnist_pipeline.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -260,8 +260,18 @@ def save_split(path: str | Path, split: Split) -> None:
 
 
 def load_split(path: str | Path) -> Split:
-    with np.load(path) as arrays:
-        return Split(x=arrays["x"], y=arrays["y"])
+    """Read a split written by :func:`save_split`."""
+    try:
+        with np.load(path) as arrays:
+            return Split(x=arrays["x"], y=arrays["y"])
+    except FileNotFoundError as error:
+        raise PipelineError(
+            f"{path} does not exist; run `dvc repro` to prepare the data"
+        ) from error
+    except (OSError, ValueError, KeyError) as error:
+        raise PipelineError(
+            f"{path} is not a prepared split ({error}); rerun `dvc repro -f preprocess`"
+        ) from error
 
 
 def preprocess(raw_dir: str | Path, out_dir: str | Path) -> dict[str, int]:

@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fmnist_pipeline.errors import PipelineError
+
 
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -42,5 +44,13 @@ def write_json(path: str | Path, payload: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """Read a JSON file that an earlier stage wrote."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError as error:
+        raise PipelineError(
+            f"{path} does not exist; run `dvc repro` to produce it"
+        ) from error
+    except (OSError, ValueError) as error:
+        raise PipelineError(f"{path} is not readable JSON ({error})") from error

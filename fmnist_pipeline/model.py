@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 from scikeras.wrappers import KerasClassifier
@@ -9,6 +11,7 @@ from sklearn.utils import ClassifierTags
 
 from fmnist_pipeline import CLASS_NAMES
 from fmnist_pipeline.data import IMAGE_SHAPE
+from fmnist_pipeline.errors import PipelineError
 
 HIDDEN_LAYERS = 3
 
@@ -189,4 +192,13 @@ class FashionMLPClassifier(KerasClassifier):
 
 def load_model(path) -> keras.Model:
     """Load a saved ``.keras`` model; safe mode refuses embedded Python code."""
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+    if not Path(path).is_file():
+        raise PipelineError(
+            f"{path} does not exist; run `dvc repro` (or `dvc pull`) to get the model"
+        )
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (OSError, ValueError) as error:
+        raise PipelineError(
+            f"{path} is not a loadable Keras model ({error})"
+        ) from error

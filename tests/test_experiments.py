@@ -1,5 +1,6 @@
 """The DVC experiment workflow, run for real in a temporary git repository."""
 
+import ast
 import json
 
 import pytest
@@ -136,3 +137,39 @@ def _newest_experiment(repo) -> str:
     listing = run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
     assert listing, "no experiments listed"
     return listing[0]
+
+
+def _package_imports(path) -> set[str]:
+    """Modules of fmnist_pipeline that the file at ``path`` imports anywhere."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith("fmnist_pipeline"):
+                module = REPO_ROOT / (name.replace(".", "/") + ".py")
+                if module.is_file():
+                    found.add(module.relative_to(REPO_ROOT).as_posix())
+    if found:
+        found.add("fmnist_pipeline/__init__.py")
+    return found
+
+
+def test_each_stage_depends_on_every_module_it_imports():
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        script = f"stages/{name}.py"
+        needed, todo = set(), [script]
+        while todo:
+            for module in _package_imports(REPO_ROOT / todo.pop()):
+                if module not in needed:
+                    needed.add(module)
+                    todo.append(module)
+        declared = set(stage["deps"])
+        assert script in declared
+        assert needed <= declared, f"stage {name} misses {sorted(needed - declared)}"
