@@ -33,6 +33,8 @@ Invert = Literal["auto", "always", "never"]
 
 # Grey level above which the border of a picture counts as a light background.
 _LIGHT_BACKGROUND = 127.5
+# Grey-level distance from the background beyond which a pixel belongs to the item.
+_ITEM_CONTRAST = 32.0
 _MAX_16_BIT = 65535
 
 
@@ -95,7 +97,8 @@ def load_image(path: str | Path, invert: Invert = "auto") -> np.ndarray:
 
     The picture is converted to grayscale (transparent areas count as white, like
     the white studio background of the catalogue photos Fashion-MNIST was made
-    from), resized to fit within 28x28 keeping its aspect ratio, padded to 28x28
+    from), cropped to the item (pictures larger than 28x28 only), resized to fit
+    within 28x28 keeping its aspect ratio, padded to 28x28
     with the background's grey level, and inverted when its background is light,
     so that the item ends up light on a dark background. Pixels are scaled by
     1/255, exactly like the training data.
@@ -139,12 +142,12 @@ def load_image(path: str | Path, invert: Invert = "auto") -> np.ndarray:
         gray = ImageOps.invert(gray)
         background = 255.0 - background
 
-    # Fit into 28x28; an image that is already 28x28 passes through unchanged.
-    # The whole picture is fitted, margins included, whereas Fashion-MNIST's items
-    # fill the frame: an item photographed with wide margins comes out smaller
-    # than the training images and is classified less reliably. Crop such photos
-    # close to the item first.
+    # Fashion-MNIST's items fill the frame, so a larger picture is first cropped
+    # to the item's bounding box; an image that is already 28x28 passes through
+    # unchanged.
     height, width = IMAGE_SHAPE
+    if gray.size != (width, height):
+        gray = _crop_to_item(gray, background)
     fitted = ImageOps.pad(
         gray,
         (width, height),
@@ -152,6 +155,16 @@ def load_image(path: str | Path, invert: Invert = "auto") -> np.ndarray:
         color=round(background),
     )
     return np.asarray(fitted, dtype=np.uint8).astype(np.float32) / 255.0
+
+
+def _crop_to_item(gray: Image.Image, background: float) -> Image.Image:
+    """Crop to the pixels that differ clearly from the background grey level."""
+    pixels = np.asarray(gray, dtype=np.float64)
+    item = np.abs(pixels - background) > _ITEM_CONTRAST
+    if not item.any():
+        return gray
+    rows, columns = np.flatnonzero(item.any(axis=1)), np.flatnonzero(item.any(axis=0))
+    return gray.crop((columns[0], rows[0], columns[-1] + 1, rows[-1] + 1))
 
 
 def _read_grayscale(path: Path) -> Image.Image:

@@ -234,8 +234,8 @@ def test_jpeg_files_are_read_and_classified(trained, classifier, samples, tmp_pa
     assert agree.mean() >= 0.8
 
 
-def test_wide_photo_is_fitted_keeping_aspect_ratio_and_padded(tmp_path):
-    # A dark item on a light grey background, twice as wide as high.
+def test_wide_photo_is_cropped_to_the_item_fitted_and_padded(tmp_path):
+    # A dark 40x160 item with wide margins on a light grey 100x200 background.
     photo = np.full((100, 200), 230, dtype=np.uint8)
     photo[30:70, 20:180] = 30
     path = tmp_path / "wide.png"
@@ -245,17 +245,16 @@ def test_wide_photo_is_fitted_keeping_aspect_ratio_and_padded(tmp_path):
 
     assert image.shape == (28, 28) and image.dtype == np.float32
     background = np.float32(255 - 230) / np.float32(255.0)
-    # 100x200 becomes 14x28: seven rows of padding above and below.
-    np.testing.assert_array_equal(image[:7], background)
-    np.testing.assert_array_equal(image[-7:], background)
-    assert image[14, 5:23].min() > 0.85
-    assert image[7:21, 0].max() < 0.2
+    # The margins are cropped away; 40x160 becomes 7x28, padded above and below.
+    np.testing.assert_array_equal(image[:10], background)
+    np.testing.assert_array_equal(image[-10:], background)
+    assert image[14, :].min() > 0.85
 
 
 def test_transparent_and_16_bit_pngs(samples, tmp_path):
     # Transparent areas count as white, so a dark item on them comes out light.
     rgba = np.zeros((40, 40, 4), dtype=np.uint8)
-    rgba[10:30, 10:30] = (20, 20, 20, 255)
+    rgba[10:30, 5:35] = (20, 20, 20, 255)
     transparent = tmp_path / "transparent.png"
     Image.fromarray(rgba).save(transparent)
     image = load_image(transparent)
