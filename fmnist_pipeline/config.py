@@ -19,6 +19,8 @@ import yaml
 from fmnist_pipeline.errors import ParamsError
 
 Check = Callable[[Any], "str | None"]
+# A check of one key against the whole params: (value, params) -> problem or None.
+Rule = Callable[[Any, Mapping[str, Any]], "str | None"]
 
 # Element-wise activations that Keras resolves by name; a test keeps this list honest.
 ACTIVATIONS = (
@@ -40,8 +42,11 @@ ACTIVATIONS = (
     "swish",
     "tanh",
 )
+STRATEGIES = ("random", "halving")
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
+BACKENDS = ("local", "dask")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+ADDRESS_RE = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 
 
 def _is_int(value: Any) -> bool:
@@ -115,8 +120,9 @@ def list_of(item: Check, what: str) -> Check:
     def check(value: Any) -> str | None:
         if not isinstance(value, list) or not value:
             return f"a non-empty list of {what}"
-        if any(item(entry) is not None for entry in value):
-            return f"a non-empty list of {what}"
+        for entry in value:
+            if item(entry) is not None:
+                return f"a non-empty list of {what} ({entry!r} is not {item(entry)})"
         return None
 
     return check
@@ -150,6 +156,23 @@ def either(first: Check, second: Check) -> Check:
     return check
 
 
+def scheduler_address(value: Any) -> str | None:
+    if not isinstance(value, str) or not ADDRESS_RE.match(value):
+        return "a dask scheduler address such as tcp://127.0.0.1:8786"
+    return None
+
+
+def required_when(other: str, equals: Any, what: str) -> Rule:
+    """Not null when the key at dotted path ``other`` is ``equals``."""
+
+    def check(value: Any, params: Mapping[str, Any]) -> str | None:
+        if value is None and _lookup(params, other) == equals:
+            return f"{what} when {other} is {equals}"
+        return None
+
+    return check
+
+
 def sha256_map(value: Any) -> str | None:
     allowed = "a mapping of file name to a SHA-256 hex digest"
     if not isinstance(value, Mapping) or not value:
@@ -178,6 +201,10 @@ SCHEMA: dict[str, Any] = {
         "epochs": integer(1),
         "batch_size": integer(1),
         "n_jobs": integer(1),
+        "strategy": choice(STRATEGIES),
+        "halving_factor": integer(2),
+        "backend": choice(BACKENDS),
+        "scheduler": optional(scheduler_address),
         "space": {
             "units_1": _units,
             "units_2": _units,
@@ -199,6 +226,27 @@ SCHEMA: dict[str, Any] = {
         "misclassified": integer(0),
     },
 }
+
+
+# Rules that tie keys together, by the key that a problem is reported on. They run
+# on keys that exist and passed SCHEMA.
+RULES: dict[str, Rule] = {
+    "search.scheduler": required_when(
+        "search.backend", "dask", "a dask scheduler address such as tcp://host:8786"
+    ),
+}
+
+_MISSING = object()
+
+
+def _lookup(params: Any, path: str) -> Any:
+    """The value at dotted ``path`` in ``params``, or ``_MISSING``."""
+    node = params
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
 
 
 def _describe(value: Any) -> str:
@@ -249,6 +297,13 @@ def validate_params(params: Any, source: str = "params.yaml") -> None:
             problems.append(f"{section}: missing section")
         else:
             problems.extend(_validate(params[section], schema, section))
+    for path, rule in RULES.items():
+        value = _lookup(params, path)
+        if value is _MISSING or any(p.startswith(f"{path}:") for p in problems):
+            continue
+        allowed = rule(value, params)
+        if allowed is not None:
+            problems.append(f"{path}: got {_describe(value)}, expected {allowed}")
     if problems:
         lines = "\n".join(f"{source}: {problem}" for problem in problems)
         raise ParamsError(f"{lines}\nFix the key(s) above in {source} and rerun.")

@@ -6,18 +6,24 @@ import csv
 import logging
 import os
 import re
+import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
+from distributed import CancelledError, Client, KilledWorker, WorkerPlugin
+from distributed import TimeoutError as DaskTimeoutError
+from joblib._dask import DaskDistributedBackend
 from scipy.stats import loguniform, randint
 from sklearn.exceptions import FitFailedWarning
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.model_selection import (
+    HalvingRandomSearchCV,
     RandomizedSearchCV,
     StratifiedKFold,
     train_test_split,
@@ -30,6 +36,9 @@ from fmnist_pipeline.io import atomic_path, write_json
 from fmnist_pipeline.plots import cv_scores_png
 
 logger = logging.getLogger(__name__)
+
+# Seconds to reach the dask scheduler, and then for a first worker to be there.
+SCHEDULER_TIMEOUT_S = 5
 
 SEARCHED = (
     "units_1",
@@ -95,6 +104,157 @@ def tensorflow_threads(n_jobs: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
+class TensorFlowThreads(WorkerPlugin):
+    """Size TensorFlow's thread pools in each dask worker to the worker's threads.
+
+    A dask worker process runs up to ``nthreads`` fits at once, one per thread,
+    and they share the process's TensorFlow: one intra-op pool of ``nthreads``
+    threads keeps the process within the cores it was given, and one inter-op
+    thread per concurrent fit matches the local backend's one per fit.
+
+    A plugin rather than ``client.run``: the scheduler also runs ``setup`` on
+    workers that join later, such as one that its nanny restarts after it died
+    mid-search. The environment variables work because TensorFlow reads them
+    when it starts in the worker, at the first fit there; a worker in which
+    TensorFlow already started keeps its pools (a warning says so).
+    """
+
+    name = "fmnist-tensorflow-threads"
+    idempotent = True
+
+    def setup(self, worker: Any) -> None:
+        threads = worker.state.nthreads
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+        tensorflow = sys.modules.get("tensorflow")
+        if tensorflow is None:
+            return
+        try:
+            tensorflow.config.threading.set_intra_op_parallelism_threads(threads)
+            tensorflow.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            logger.warning(
+                "TensorFlow already started in dask worker %s; it keeps its "
+                "thread pools instead of %d threads",
+                worker.address,
+                threads,
+            )
+
+
+class SearchDaskBackend(DaskDistributedBackend):
+    """joblib's dask backend, with two of its gaps closed for the search.
+
+    - A fit that dask gives up on (``KilledWorker``: the workers running it kept
+      dying) reaches joblib 1.6's dask backend only as a future that nothing
+      waits on, so the search would wait forever. Retrieving results in the
+      calling thread (joblib's older retrieval path) raises that error there.
+    - joblib runs a call in the calling process when the backend reports one
+      worker, so a cluster with a single worker thread would see no fits.
+    """
+
+    supports_retrieve_callback = False
+
+    def retrieve_result(self, out: Any, timeout: float | None = None) -> Any:
+        return self.retrieve_result_callback(out.result())
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        return max(2, super().effective_n_jobs(n_jobs))
+
+
+@contextmanager
+def dask_cluster(address: str, data: Sequence[Any]) -> Iterator[None]:
+    """Send the fits of searches run inside to the dask cluster at ``address``.
+
+    Uses joblib's dask backend (:class:`SearchDaskBackend`), so scikit-learn's
+    ``Parallel`` submits each fit as a dask task. ``data`` (the arrays passed to
+    ``search.fit``) is broadcast to every worker once, and each fit refers to that
+    copy instead of carrying the arrays. If a worker dies, the scheduler runs its
+    fits again on the others; if the cluster keeps losing the workers that run a
+    fit, the search fails with :class:`PipelineError`.
+
+    Parameters
+    ----------
+    address : str
+        The scheduler, such as ``tcp://127.0.0.1:8786``.
+    data : sequence of array-like
+        The very objects the search is fitted on (matched by identity).
+
+    Raises
+    ------
+    PipelineError
+        The scheduler is unreachable, has no workers, or lost the fits.
+    """
+    try:
+        client = Client(address, timeout=SCHEDULER_TIMEOUT_S, set_as_default=False)
+    except (OSError, DaskTimeoutError, ValueError) as error:
+        reason = " ".join(str(error).split())
+        raise PipelineError(
+            f"search.scheduler: cannot reach the dask scheduler at {address} "
+            f"({reason}); start it or fix search.scheduler in params.yaml"
+        ) from error
+
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=SCHEDULER_TIMEOUT_S)
+        except DaskTimeoutError as error:
+            raise PipelineError(
+                f"search.scheduler: the dask scheduler at {address} has no workers "
+                f"after {SCHEDULER_TIMEOUT_S}s; start some with "
+                f"`dask worker {address}`"
+            ) from error
+        client.register_plugin(TensorFlowThreads())
+        threads = client.nthreads()
+        logger.info(
+            "fits run on the dask cluster at %s: %d workers, %d threads",
+            address,
+            len(threads),
+            sum(threads.values()),
+        )
+
+        backend = SearchDaskBackend(client=client, scatter=list(data))
+        with joblib.parallel_config(backend=backend):
+            try:
+                yield
+            except KilledWorker as error:
+                raise PipelineError(
+                    f"search.scheduler: the dask cluster at {address} gave up on a "
+                    f"search fit: {error.allowed_failures + 1} worker(s) died running "
+                    f"it, the last {error.last_worker.address}; check that worker's "
+                    "log (out of memory?) and rerun"
+                ) from error
+            except CancelledError as error:
+                reason = " ".join(str(error).split())
+                raise PipelineError(
+                    f"search.scheduler: the dask cluster at {address} cancelled "
+                    f"search fits ({reason}); check the scheduler's log and rerun"
+                ) from error
+
+
+@contextmanager
+def search_backend(
+    config: Mapping[str, Any], n_jobs: int, data: Sequence[Any]
+) -> Iterator[None]:
+    """Run the search's fits where ``search.backend`` says.
+
+    Parameters
+    ----------
+    config : mapping
+        The ``search`` section; ``backend`` (``local`` when absent) and
+        ``scheduler`` are read.
+    n_jobs : int
+        Parallel fits of the local backend; with ``dask``, the cluster's worker
+        threads decide instead.
+    data : sequence of array-like
+        The arrays the search is fitted on, for :func:`dask_cluster`.
+    """
+    if config.get("backend", "local") == "dask":
+        with dask_cluster(config["scheduler"], data):
+            yield
+    else:
+        with tensorflow_threads(n_jobs):
+            yield
+
+
 def make_search(config: Mapping[str, Any]) -> RandomizedSearchCV:
     """Build the (unfitted) search from the ``search`` section of params.yaml."""
     from fmnist_pipeline.model import FashionMLPClassifier
@@ -105,30 +265,52 @@ def make_search(config: Mapping[str, Any]) -> RandomizedSearchCV:
         batch_size=config["batch_size"],
         random_state=seed,
     )
-    return RandomizedSearchCV(
-        estimator,
-        param_distributions=to_distributions(config["space"]),
-        n_iter=config["n_iter"],
-        scoring=config["scoring"],
-        cv=StratifiedKFold(n_splits=config["folds"], shuffle=True, random_state=seed),
-        n_jobs=config["n_jobs"],
-        refit=False,
-        random_state=seed,
-        error_score=np.nan,
-        return_train_score=False,
+    common = {
+        "scoring": config["scoring"],
+        "cv": StratifiedKFold(
+            n_splits=config["folds"], shuffle=True, random_state=seed
+        ),
+        "n_jobs": config["n_jobs"],
+        "refit": False,
+        "random_state": seed,
+        "error_score": np.nan,
+        "return_train_score": False,
         # One line per finished fold: its params, score and time.
-        verbose=3,
+        "verbose": 3,
+    }
+    distributions = to_distributions(config["space"])
+    if config["strategy"] == "halving":
+        # Successive halving: all candidates start on a few images, and each
+        # round keeps the best 1/factor of them on factor times more images; the
+        # last round uses the whole subsample.
+        return HalvingRandomSearchCV(
+            estimator,
+            param_distributions=distributions,
+            n_candidates=config["n_iter"],
+            factor=config["halving_factor"],
+            resource="n_samples",
+            min_resources="exhaust",
+            **common,
+        )
+    return RandomizedSearchCV(
+        estimator, param_distributions=distributions, n_iter=config["n_iter"], **common
     )
 
 
-def fit_search(search: RandomizedSearchCV, x: np.ndarray, y: np.ndarray) -> list[str]:
+def fit_search(
+    search: RandomizedSearchCV,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Fit ``search``; return the distinct reasons of failed fits (empty if none).
 
     A candidate whose fit fails (its loss diverges, say) scores NaN and the search
     goes on. If every fit fails, :class:`PipelineError` says so and what to change.
+    ``config`` (the ``search`` section) chooses the backend, local when ``None``.
     """
     with (
-        tensorflow_threads(search.n_jobs),
+        search_backend(config or {}, search.n_jobs, [x, y]),
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", FitFailedWarning)
@@ -139,7 +321,8 @@ def fit_search(search: RandomizedSearchCV, x: np.ndarray, y: np.ndarray) -> list
                 raise
             reasons = "; ".join(_failure_reasons(str(error)))
             raise PipelineError(
-                f"all {search.n_iter} search candidates failed to fit ({reasons}); "
+                f"all {_candidate_count(search)} search candidates failed to fit "
+                f"({reasons}); "
                 "narrow search.space in params.yaml, for example a lower "
                 "learning_rate.high"
             ) from error
@@ -183,7 +366,7 @@ def run_search(
         config["n_jobs"],
     )
     started = time.perf_counter()
-    failures = fit_search(search, x_search, y_search)
+    failures = fit_search(search, x_search, y_search, config)
     for row in sorted(candidate_rows(search), key=lambda r: r["rank_test_score"]):
         logger.info(
             "rank %d: mean CV score %.4f (std %.4f) %s",
@@ -211,15 +394,30 @@ def best_params(search: RandomizedSearchCV) -> dict[str, Any]:
     return {name: _plain(search.best_params_[name]) for name in SEARCHED}
 
 
+def _candidate_count(search: RandomizedSearchCV) -> int:
+    """Candidates drawn; successive halving scores some of them several times."""
+    if isinstance(search, HalvingRandomSearchCV):
+        return search.n_candidates
+    return search.n_iter
+
+
 def search_metrics(search: RandomizedSearchCV, wall_time: float) -> dict[str, Any]:
+    """Best mean CV score and its std, candidate counts and fit times."""
     results = search.cv_results_
     best = search.best_index_
+    scores = results["mean_test_score"]
+    failed = {
+        str(params)
+        for params, score in zip(results["params"], scores, strict=True)
+        if np.isnan(score)
+    }
     return {
-        "best_mean_cv_score": float(results["mean_test_score"][best]),
+        "best_mean_cv_score": float(scores[best]),
         "best_std_cv_score": float(results["std_test_score"][best]),
         "scoring": search.scoring,
-        "candidates": len(results["params"]),
-        "failed_candidates": int(np.isnan(results["mean_test_score"]).sum()),
+        "candidates": _candidate_count(search),
+        "fits": int(len(scores) * search.n_splits_),
+        "failed_candidates": len(failed),
         "mean_fit_time_s": float(np.mean(results["mean_fit_time"])),
         "best_fit_time_s": float(results["mean_fit_time"][best]),
         "wall_time_s": round(wall_time, 1),
@@ -229,14 +427,18 @@ def search_metrics(search: RandomizedSearchCV, wall_time: float) -> dict[str, An
 def candidate_rows(
     search: RandomizedSearchCV, failures: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """One row per candidate: its params, CV scores, fit time, rank and status.
+    """One row per scored candidate: its params, CV scores, fit time, rank, status.
 
     A candidate whose folds failed has a NaN score and a ``failed: ...`` status
-    that carries the reasons of the failed fits.
+    that carries the reasons of the failed fits. Successive halving gives one row
+    per candidate and round, with the round (``iter``) and its images
+    (``n_resources``).
     """
     results = search.cv_results_
+    rounds = ["iter", "n_resources"] if "iter" in results else []
     columns = (
-        ["rank_test_score", "mean_test_score", "std_test_score"]
+        rounds
+        + ["rank_test_score", "mean_test_score", "std_test_score"]
         + [f"param_{name}" for name in SEARCHED if f"param_{name}" in results]
         + ["mean_fit_time"]
     )

@@ -129,8 +129,10 @@ def test_queued_experiments_run_and_metrics_diff_between_commits(repo):
     assert set(accuracy) == {"old", "new", "diff"}
 
     plots = run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], repo).stdout
-    rendered = json.loads(plots)
-    assert {"Confusion matrix (test set)", "Learning curves"} <= set(rendered)
+    rendered = json.loads(plots)["data"]
+    for title in ("Confusion matrix (test set)", "Learning curves"):
+        revisions = {rev for plot in rendered[title] for rev in plot["revisions"]}
+        assert {"HEAD~1", "HEAD"} <= revisions, (title, revisions)
 
 
 def _newest_experiment(repo) -> str:

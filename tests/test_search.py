@@ -11,6 +11,7 @@ from fmnist_pipeline.search import (
     fit_search,
     make_search,
     run_search,
+    search_metrics,
     stratified_subsample,
     to_distributions,
 )
@@ -117,3 +118,22 @@ def test_search_where_every_candidate_fails_says_what_to_change():
     config["space"]["learning_rate"] = {"low": 1e29, "high": 1e30}
     with pytest.raises(PipelineError, match="all 2 search candidates failed"):
         run_search(x, labels, config)
+
+
+def test_successive_halving_scores_rounds_on_growing_subsets():
+    images, labels = synthetic_split(270, seed=0)
+    x = images.astype(np.float32) / 255.0
+    config = tiny_params([])["search"]
+    config.update(n_iter=4, epochs=3, batch_size=16, strategy="halving")
+    search, failures = run_search(x, labels, config)
+    assert failures == []
+    rows = candidate_rows(search, failures)
+    rounds = sorted({row["iter"] for row in rows})
+    assert rounds == [0, 1]
+    first = [row for row in rows if row["iter"] == 0]
+    second = [row for row in rows if row["iter"] == 1]
+    assert len(first) == 4 and len(second) == 2
+    assert second[0]["n_resources"] == 3 * first[0]["n_resources"]
+    assert set(best_params(search)) == set(SEARCHED)
+    metrics = search_metrics(search, wall_time=1.0)
+    assert metrics["candidates"] == 4 and metrics["fits"] == 6 * config["folds"]
