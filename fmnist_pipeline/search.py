@@ -172,6 +172,11 @@ def dask_cluster(address: str, data: Sequence[Any]) -> Iterator[None]:
     fits again on the others; if the cluster keeps losing the workers that run a
     fit, the search fails with :class:`PipelineError`.
 
+    The candidates are those of a local run, but the scores are not reproducible:
+    a worker's event loop draws from Python's global ``random`` (sizing the
+    messages it sends) while a fit runs, and Keras takes the seeds of a fit's
+    initial weights from that same generator.
+
     Parameters
     ----------
     address : str
