@@ -85,6 +85,19 @@ def number(gt: float | None = None, lt: float | None = None) -> Check:
     return check
 
 
+def fraction(value: Any) -> str | None:
+    """A number in [0, 1)."""
+    if not _is_number(value) or not 0 <= value < 1:
+        return "a number >= 0 and < 1"
+    return None
+
+
+def boolean(value: Any) -> str | None:
+    if not isinstance(value, bool):
+        return "true or false"
+    return None
+
+
 def choice(options: tuple[str, ...]) -> Check:
     """One string out of ``options``."""
 
@@ -200,6 +213,8 @@ SCHEMA: dict[str, Any] = {
         "scoring": choice(SCORINGS),
         "epochs": integer(1),
         "batch_size": integer(1),
+        "label_smoothing": fraction,
+        "flip_augment": boolean,
         "n_jobs": integer(1),
         "strategy": choice(STRATEGIES),
         "halving_factor": integer(2),
@@ -219,6 +234,8 @@ SCHEMA: dict[str, Any] = {
         "seed": integer(0),
         "max_epochs": integer(1),
         "batch_size": integer(1),
+        "label_smoothing": fraction,
+        "flip_augment": boolean,
         "validation_fraction": number(gt=0, lt=1),
         "patience": integer(1),
     },

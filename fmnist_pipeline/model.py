@@ -20,10 +20,39 @@ class TrainingDiverged(ArithmeticError):
     """The training loss became NaN or infinite."""
 
 
+@keras.saving.register_keras_serializable(package="fmnist_pipeline")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels smoothed towards the uniform distribution.
+
+    Keras smooths only one-hot targets; this one-hot encodes the integer labels
+    first, so the estimator keeps scikit-learn's plain class labels.
+    """
+
+    def __init__(
+        self,
+        label_smoothing: float = 0.0,
+        name: str = "smoothed_sparse_crossentropy",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
 def build_model(
     units: tuple[int, int, int] = (256, 128, 64),
     activations: tuple[str, str, str] = ("relu", "relu", "relu"),
     learning_rate: float = 1e-3,
+    label_smoothing: float = 0.0,
 ) -> keras.Sequential:
     """Build and compile the MLP: Flatten, three hidden Dense layers, softmax output.
 
@@ -33,6 +62,9 @@ def build_model(
         Width and activation of each hidden layer, input side first.
     learning_rate
         Adam's learning rate.
+    label_smoothing
+        Weight moved from the true class to a uniform target in the loss; 0 is
+        plain cross-entropy.
     """
     if len(units) != HIDDEN_LAYERS or len(activations) != HIDDEN_LAYERS:
         raise ValueError(
@@ -53,7 +85,11 @@ def build_model(
     model.add(keras.layers.Dense(len(CLASS_NAMES), activation="softmax", name="output"))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
+        loss=(
+            SmoothedSparseCrossentropy(label_smoothing)
+            if label_smoothing
+            else "sparse_categorical_crossentropy"
+        ),
         metrics=["accuracy"],
     )
     return model
@@ -73,6 +109,11 @@ class FashionMLPClassifier(KerasClassifier):
         Keras activation names of the hidden layers.
     learning_rate : float
         Adam's learning rate.
+    label_smoothing : float
+        See :func:`build_model`.
+    flip_augment : bool
+        Train on every image and its left-right mirror image (the hold-out of
+        ``validation_split`` is not mirrored).
     epochs, batch_size : int
         Passed to ``keras.Model.fit``; ``epochs`` is the maximum when
         ``patience`` is set.
@@ -111,6 +152,8 @@ class FashionMLPClassifier(KerasClassifier):
         activation_2: str = "relu",
         activation_3: str = "relu",
         learning_rate: float = 1e-3,
+        label_smoothing: float = 0.0,
+        flip_augment: bool = False,
         epochs: int = 10,
         batch_size: int = 128,
         validation_split: float = 0.0,
@@ -130,6 +173,8 @@ class FashionMLPClassifier(KerasClassifier):
         self.activation_2 = activation_2
         self.activation_3 = activation_3
         self.learning_rate = learning_rate
+        self.label_smoothing = label_smoothing
+        self.flip_augment = flip_augment
         self.epochs = epochs
         self.batch_size = batch_size
         self.validation_split = validation_split
@@ -152,7 +197,19 @@ class FashionMLPClassifier(KerasClassifier):
             units=(self.units_1, self.units_2, self.units_3),
             activations=(self.activation_1, self.activation_2, self.activation_3),
             learning_rate=self.learning_rate,
+            label_smoothing=self.label_smoothing,
         )
+
+    def _fit_keras_model(self, X, y, sample_weight, *args, **kwargs) -> None:
+        if self.flip_augment:
+            X, y, sample_weight, held_out = mirrored_training_set(
+                X, y, sample_weight, self.validation_split
+            )
+            if held_out is not None:
+                # The hold-out is split off here, before mirroring, exactly as
+                # Keras would split it: the last samples.
+                kwargs.update(validation_split=0.0, validation_data=held_out)
+        super()._fit_keras_model(X, y, sample_weight, *args, **kwargs)
 
     def fit(self, X, y, sample_weight=None, **kwargs) -> FashionMLPClassifier:
         """Fit the network; raise :class:`TrainingDiverged` if the loss blew up."""
@@ -188,6 +245,30 @@ class FashionMLPClassifier(KerasClassifier):
             ),
             *self._fit_callbacks,
         ]
+
+
+def mirrored_training_set(x, y, sample_weight, validation_split: float):
+    """Add the left-right mirror of every training image, keeping any hold-out.
+
+    Returns ``(x, y, sample_weight, held_out)`` where ``held_out`` is the
+    ``(x, y)`` of the last ``validation_split`` of the samples, unmirrored, or
+    ``None`` without a split.
+    """
+    if x.ndim != 3:
+        raise ValueError(f"flip_augment needs images of shape (n, h, w), got {x.shape}")
+    held_out = None
+    if validation_split:
+        # Keras' own rule for validation_split: the last samples, rounded down.
+        split_at = int(np.floor(len(x) * (1.0 - validation_split)))
+        held_out = (x[split_at:], y[split_at:])
+        x, y = x[:split_at], y[:split_at]
+        if sample_weight is not None:
+            sample_weight = sample_weight[:split_at]
+    x = np.concatenate([x, x[:, :, ::-1]])
+    y = np.concatenate([y, y])
+    if sample_weight is not None:
+        sample_weight = np.concatenate([sample_weight, sample_weight])
+    return x, y, sample_weight, held_out
 
 
 def load_model(path) -> keras.Model:

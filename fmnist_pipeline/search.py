@@ -268,6 +268,8 @@ def make_search(config: Mapping[str, Any]) -> RandomizedSearchCV:
     estimator = FashionMLPClassifier(
         epochs=config["epochs"],
         batch_size=config["batch_size"],
+        label_smoothing=config["label_smoothing"],
+        flip_augment=config["flip_augment"],
         random_state=seed,
     )
     common = {

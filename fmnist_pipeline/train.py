@@ -28,6 +28,8 @@ def make_final_estimator(
         **best,
         epochs=config["max_epochs"],
         batch_size=config["batch_size"],
+        label_smoothing=config["label_smoothing"],
+        flip_augment=config["flip_augment"],
         validation_split=config["validation_fraction"],
         patience=config["patience"],
         random_state=config["seed"],

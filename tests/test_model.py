@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 from sklearn.base import clone, is_classifier
 
-from fmnist_pipeline.model import FashionMLPClassifier, build_model, load_model
+from fmnist_pipeline.model import (
+    FashionMLPClassifier,
+    SmoothedSparseCrossentropy,
+    build_model,
+    load_model,
+    mirrored_training_set,
+)
 from tests.conftest import synthetic_split
 
 
@@ -98,4 +104,73 @@ def test_saved_model_loads_in_safe_mode_with_the_same_predictions(tiny_data, tmp
     loaded = load_model(path)
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0), estimator.predict_proba(x), rtol=1e-6
+    )
+
+
+def test_smoothed_loss_of_integer_labels_matches_keras_on_one_hot_labels():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(10), size=6).astype(np.float32)
+    labels = np.array([0, 3, 9, 3, 5, 1])
+    expected = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)(
+        keras.utils.to_categorical(labels, 10), probabilities
+    )
+    got = SmoothedSparseCrossentropy(0.1)(labels, probabilities)
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-6)
+    plain = keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)
+    assert float(got) != pytest.approx(float(plain))
+
+
+def test_mirrored_training_set_keeps_the_hold_out_unmirrored():
+    x = np.arange(10 * 2 * 3, dtype=np.float32).reshape(10, 2, 3)
+    y = np.arange(10)
+    mirrored_x, mirrored_y, weights, (held_x, held_y) = mirrored_training_set(
+        x, y, None, 0.25
+    )
+    # Keras would hold out the last 3 of 10 samples (floor of 10 * 0.75 = 7).
+    np.testing.assert_array_equal(held_x, x[7:])
+    np.testing.assert_array_equal(held_y, y[7:])
+    np.testing.assert_array_equal(mirrored_x, np.concatenate([x[:7], x[:7, :, ::-1]]))
+    np.testing.assert_array_equal(mirrored_y, np.concatenate([y[:7], y[:7]]))
+    assert weights is None
+    _, _, _, no_hold_out = mirrored_training_set(x, y, None, 0.0)
+    assert no_hold_out is None
+
+
+class StepCounter(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.steps = self.params["steps"]
+
+
+def test_flip_augment_doubles_the_training_images_and_validates_on_the_hold_out(
+    tiny_data,
+):
+    x, y = tiny_data
+    counts = {}
+    for flip in (False, True):
+        counter = StepCounter()
+        estimator = FashionMLPClassifier(
+            epochs=1,
+            batch_size=32,
+            validation_split=0.2,
+            flip_augment=flip,
+            label_smoothing=0.1,
+            random_state=0,
+            callbacks=[counter],
+        ).fit(x, y)
+        counts[flip] = counter.steps
+    # 160 training images make 5 batches of 32; their mirror images 5 more.
+    assert counts == {False: 5, True: 10}
+    val_loss, _ = estimator.model_.evaluate(x[160:], y[160:], verbose=0)
+    assert estimator.history_["val_loss"][0] == pytest.approx(val_loss, rel=1e-5)
+
+
+def test_a_model_trained_with_label_smoothing_loads_in_safe_mode(tiny_data, tmp_path):
+    x, y = tiny_data
+    estimator = FashionMLPClassifier(epochs=1, label_smoothing=0.2, random_state=0).fit(
+        x, y
+    )
+    path = tmp_path / "model.keras"
+    estimator.model_.save(path)
+    np.testing.assert_allclose(
+        load_model(path).predict(x, verbose=0), estimator.predict_proba(x), rtol=1e-6
     )
