@@ -45,6 +45,8 @@ ACTIVATIONS = (
 STRATEGIES = ("random", "halving")
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 BACKENDS = ("local", "dask")
+# Pixels an image may be moved by augmentation: a quarter of its 28-pixel side.
+MAX_SHIFT = 7
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 ADDRESS_RE = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 
@@ -57,12 +59,18 @@ def _is_number(value: Any) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
-def integer(minimum: int | None = None) -> Check:
-    """An integer, at least ``minimum`` when given."""
-    allowed = "an integer" if minimum is None else f"an integer >= {minimum}"
+def integer(minimum: int | None = None, maximum: int | None = None) -> Check:
+    """An integer, at least ``minimum`` and at most ``maximum`` when given."""
+    bounds = [f">= {minimum}"] if minimum is not None else []
+    bounds += [f"<= {maximum}"] if maximum is not None else []
+    allowed = " ".join(["an integer", " and ".join(bounds)]).strip()
 
     def check(value: Any) -> str | None:
-        if not _is_int(value) or (minimum is not None and value < minimum):
+        if not _is_int(value):
+            return allowed
+        if (minimum is not None and value < minimum) or (
+            maximum is not None and value > maximum
+        ):
             return allowed
         return None
 
@@ -215,6 +223,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": integer(1),
         "label_smoothing": fraction,
         "flip_augment": boolean,
+        "shift_augment": integer(0, MAX_SHIFT),
         "n_jobs": integer(1),
         "strategy": choice(STRATEGIES),
         "halving_factor": integer(2),
@@ -236,6 +245,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": integer(1),
         "label_smoothing": fraction,
         "flip_augment": boolean,
+        "shift_augment": integer(0, MAX_SHIFT),
         "validation_fraction": number(gt=0, lt=1),
         "patience": integer(1),
     },

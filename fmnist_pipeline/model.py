@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -112,8 +114,12 @@ class FashionMLPClassifier(KerasClassifier):
     label_smoothing : float
         See :func:`build_model`.
     flip_augment : bool
-        Train on every image and its left-right mirror image (the hold-out of
-        ``validation_split`` is not mirrored).
+        Mirror each training image left to right with probability 1/2, drawn
+        anew every epoch (the hold-out of ``validation_split`` is left as it is).
+    shift_augment : int
+        Move each training image by up to this many pixels along each axis,
+        drawn anew every epoch, filling the uncovered border with background; 0
+        leaves the images in place.
     epochs, batch_size : int
         Passed to ``keras.Model.fit``; ``epochs`` is the maximum when
         ``patience`` is set.
@@ -154,6 +160,7 @@ class FashionMLPClassifier(KerasClassifier):
         learning_rate: float = 1e-3,
         label_smoothing: float = 0.0,
         flip_augment: bool = False,
+        shift_augment: int = 0,
         epochs: int = 10,
         batch_size: int = 128,
         validation_split: float = 0.0,
@@ -175,6 +182,7 @@ class FashionMLPClassifier(KerasClassifier):
         self.learning_rate = learning_rate
         self.label_smoothing = label_smoothing
         self.flip_augment = flip_augment
+        self.shift_augment = shift_augment
         self.epochs = epochs
         self.batch_size = batch_size
         self.validation_split = validation_split
@@ -201,14 +209,29 @@ class FashionMLPClassifier(KerasClassifier):
         )
 
     def _fit_keras_model(self, X, y, sample_weight, *args, **kwargs) -> None:
-        if self.flip_augment:
-            X, y, sample_weight, held_out = mirrored_training_set(
+        if self.flip_augment or self.shift_augment:
+            # The hold-out is split off here, before augmenting, exactly as Keras
+            # would split it: the last samples.
+            X, y, sample_weight, held_out = split_hold_out(
                 X, y, sample_weight, self.validation_split
             )
-            if held_out is not None:
-                # The hold-out is split off here, before mirroring, exactly as
-                # Keras would split it: the last samples.
-                kwargs.update(validation_split=0.0, validation_data=held_out)
+            batches = augmented_batches(
+                X,
+                y,
+                sample_weight,
+                batch_size=self.batch_size,
+                flip=self.flip_augment,
+                max_shift=self.shift_augment,
+                seed=self.random_state,
+            )
+            kwargs.update(
+                validation_split=0.0,
+                validation_data=held_out,
+                steps_per_epoch=math.ceil(len(y) / self.batch_size),
+                batch_size=None,
+                shuffle=False,
+            )
+            X, y, sample_weight = batches, None, None
         super()._fit_keras_model(X, y, sample_weight, *args, **kwargs)
 
     def fit(self, X, y, sample_weight=None, **kwargs) -> FashionMLPClassifier:
@@ -247,28 +270,74 @@ class FashionMLPClassifier(KerasClassifier):
         ]
 
 
-def mirrored_training_set(x, y, sample_weight, validation_split: float):
-    """Add the left-right mirror of every training image, keeping any hold-out.
+def split_hold_out(x, y, sample_weight, validation_split: float):
+    """Split off the last ``validation_split`` of the samples, as Keras would.
 
     Returns ``(x, y, sample_weight, held_out)`` where ``held_out`` is the
-    ``(x, y)`` of the last ``validation_split`` of the samples, unmirrored, or
-    ``None`` without a split.
+    ``(x, y)`` of the hold-out, or ``None`` without a split.
+    """
+    if not validation_split:
+        return x, y, sample_weight, None
+    # Keras' own rule for validation_split: the last samples, rounded down.
+    split_at = int(np.floor(len(x) * (1.0 - validation_split)))
+    if sample_weight is not None:
+        sample_weight = sample_weight[:split_at]
+    return x[:split_at], y[:split_at], sample_weight, (x[split_at:], y[split_at:])
+
+
+def shift_images(images: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Move image ``i`` down by ``dy[i]`` and right by ``dx[i]`` pixels.
+
+    Negative offsets move up or left. Pixels moved out of the frame are lost and
+    the uncovered border is 0, Fashion-MNIST's background.
+    """
+    n, height, width = images.shape
+    pad = int(max(np.abs(dy).max(initial=0), np.abs(dx).max(initial=0)))
+    if pad == 0:
+        return images.copy()
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
+    rows = (pad - dy)[:, None] + np.arange(height)
+    cols = (pad - dx)[:, None] + np.arange(width)
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def augmented_batches(
+    x: np.ndarray,
+    y: np.ndarray,
+    sample_weight: np.ndarray | None,
+    batch_size: int,
+    flip: bool,
+    max_shift: int,
+    seed: int | None,
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Endless training batches, reshuffled and augmented anew on every pass.
+
+    Each pass over the ``len(y) / batch_size`` batches (one epoch) visits every
+    image once in a new order; each image is mirrored left to right with
+    probability 1/2 when ``flip`` is set, and moved by a whole number of pixels
+    in ``[-max_shift, max_shift]`` along each axis. The draws come from one
+    generator seeded with ``seed``, so a seeded fit sees the same batches every
+    time. Yields ``(images, labels)``, plus the weights when ``sample_weight`` is
+    given.
     """
     if x.ndim != 3:
-        raise ValueError(f"flip_augment needs images of shape (n, h, w), got {x.shape}")
-    held_out = None
-    if validation_split:
-        # Keras' own rule for validation_split: the last samples, rounded down.
-        split_at = int(np.floor(len(x) * (1.0 - validation_split)))
-        held_out = (x[split_at:], y[split_at:])
-        x, y = x[:split_at], y[:split_at]
-        if sample_weight is not None:
-            sample_weight = sample_weight[:split_at]
-    x = np.concatenate([x, x[:, :, ::-1]])
-    y = np.concatenate([y, y])
-    if sample_weight is not None:
-        sample_weight = np.concatenate([sample_weight, sample_weight])
-    return x, y, sample_weight, held_out
+        raise ValueError(f"augmenting needs images of shape (n, h, w), got {x.shape}")
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(y))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            images = x[index]
+            if flip:
+                mirrored = rng.random(len(index)) < 0.5
+                images[mirrored] = images[mirrored, :, ::-1]
+            if max_shift:
+                dy, dx = rng.integers(-max_shift, max_shift + 1, size=(2, len(index)))
+                images = shift_images(images, dy, dx)
+            if sample_weight is None:
+                yield images, y[index]
+            else:
+                yield images, y[index], sample_weight[index]
 
 
 def load_model(path) -> keras.Model:

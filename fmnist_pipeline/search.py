@@ -270,6 +270,7 @@ def make_search(config: Mapping[str, Any]) -> RandomizedSearchCV:
         batch_size=config["batch_size"],
         label_smoothing=config["label_smoothing"],
         flip_augment=config["flip_augment"],
+        shift_augment=config["shift_augment"],
         random_state=seed,
     )
     common = {

@@ -30,6 +30,7 @@ def make_final_estimator(
         batch_size=config["batch_size"],
         label_smoothing=config["label_smoothing"],
         flip_augment=config["flip_augment"],
+        shift_augment=config["shift_augment"],
         validation_split=config["validation_fraction"],
         patience=config["patience"],
         random_state=config["seed"],

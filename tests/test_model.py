@@ -8,9 +8,11 @@ from sklearn.base import clone, is_classifier
 from fmnist_pipeline.model import (
     FashionMLPClassifier,
     SmoothedSparseCrossentropy,
+    augmented_batches,
     build_model,
     load_model,
-    mirrored_training_set,
+    shift_images,
+    split_hold_out,
 )
 from tests.conftest import synthetic_split
 
@@ -120,20 +122,102 @@ def test_smoothed_loss_of_integer_labels_matches_keras_on_one_hot_labels():
     assert float(got) != pytest.approx(float(plain))
 
 
-def test_mirrored_training_set_keeps_the_hold_out_unmirrored():
+def test_split_hold_out_takes_the_last_samples_as_keras_does():
     x = np.arange(10 * 2 * 3, dtype=np.float32).reshape(10, 2, 3)
     y = np.arange(10)
-    mirrored_x, mirrored_y, weights, (held_x, held_y) = mirrored_training_set(
-        x, y, None, 0.25
-    )
+    weights = np.linspace(0.5, 1.5, 10)
+    kept_x, kept_y, kept_weights, (held_x, held_y) = split_hold_out(x, y, weights, 0.25)
     # Keras would hold out the last 3 of 10 samples (floor of 10 * 0.75 = 7).
     np.testing.assert_array_equal(held_x, x[7:])
     np.testing.assert_array_equal(held_y, y[7:])
-    np.testing.assert_array_equal(mirrored_x, np.concatenate([x[:7], x[:7, :, ::-1]]))
-    np.testing.assert_array_equal(mirrored_y, np.concatenate([y[:7], y[:7]]))
-    assert weights is None
-    _, _, _, no_hold_out = mirrored_training_set(x, y, None, 0.0)
-    assert no_hold_out is None
+    np.testing.assert_array_equal(kept_x, x[:7])
+    np.testing.assert_array_equal(kept_y, y[:7])
+    np.testing.assert_array_equal(kept_weights, weights[:7])
+    assert split_hold_out(x, y, None, 0.0)[3] is None
+
+
+def test_shift_images_moves_each_image_by_its_own_offset_and_fills_with_zeros():
+    images = np.zeros((3, 5, 5), dtype=np.float32)
+    images[:, 2, 2] = 1.0
+    images[:, 0, 4] = 0.5  # a corner pixel that a move up or right pushes out
+    moved = shift_images(images, dy=np.array([1, -2, 0]), dx=np.array([0, 1, -1]))
+    assert moved.shape == images.shape
+    assert moved.dtype == images.dtype
+    assert [tuple(np.argwhere(image == 1.0)[0]) for image in moved] == [
+        (3, 2),
+        (0, 3),
+        (2, 1),
+    ]
+    # Down 1: the corner pixel follows; up 2 (and right 1): it leaves the frame.
+    assert moved[0, 1, 4] == 0.5
+    assert not (moved[1] == 0.5).any()
+    assert moved[2, 0, 3] == 0.5
+    np.testing.assert_array_equal(
+        shift_images(images, np.zeros(3), np.zeros(3)), images
+    )
+
+
+def test_augmented_batches_cover_every_image_once_per_epoch_and_repeat_by_seed():
+    rng = np.random.default_rng(0)
+    x = rng.random((50, 28, 28), dtype=np.float32)
+    y = np.arange(50)
+
+    def epochs(seed, count=2):
+        batches = augmented_batches(
+            x, y, None, batch_size=16, flip=True, max_shift=2, seed=seed
+        )
+        # 50 images in batches of 16: 4 batches make one epoch.
+        return [[next(batches) for _ in range(4)] for _ in range(count)]
+
+    first, second = epochs(seed=3)
+    for epoch in (first, second):
+        assert [len(labels) for _, labels in epoch] == [16, 16, 16, 2]
+        assert sorted(np.concatenate([labels for _, labels in epoch])) == list(y)
+    # Each pass draws a new order and new augmentations.
+    assert not np.array_equal(first[0][1], second[0][1])
+    for images, labels in first:
+        changed = [
+            not np.array_equal(i, x[label])
+            for i, label in zip(images, labels, strict=True)
+        ]
+        assert any(changed)
+        # Augmenting moves pixels but never brightens them beyond the originals.
+        assert images.max() <= x[labels].max()
+    for (images_a, labels_a), (images_b, labels_b) in zip(
+        first + second, sum(epochs(seed=3), []), strict=True
+    ):
+        np.testing.assert_array_equal(labels_a, labels_b)
+        np.testing.assert_array_equal(images_a, images_b)
+    assert not np.array_equal(epochs(seed=4)[0][0][1], first[0][1])
+
+
+def test_augmented_batches_without_augmentation_leave_images_as_they_are():
+    x = np.random.default_rng(1).random((20, 28, 28), dtype=np.float32)
+    y = np.arange(20)
+    weights = np.linspace(0.1, 2.0, 20)
+    batches = augmented_batches(
+        x, y, weights, batch_size=20, flip=False, max_shift=0, seed=0
+    )
+    images, labels, batch_weights = next(batches)
+    np.testing.assert_array_equal(images, x[labels])
+    np.testing.assert_array_equal(batch_weights, weights[labels])
+
+
+def test_flips_are_mirror_images_of_the_originals():
+    x = np.random.default_rng(2).random((64, 28, 28), dtype=np.float32)
+    y = np.arange(64)
+    images, labels = next(
+        augmented_batches(x, y, None, batch_size=64, flip=True, max_shift=0, seed=0)
+    )
+    mirrored = [
+        np.array_equal(i, x[label][:, ::-1])
+        for i, label in zip(images, labels, strict=True)
+    ]
+    kept = [
+        np.array_equal(i, x[label]) for i, label in zip(images, labels, strict=True)
+    ]
+    assert all(m != k for m, k in zip(mirrored, kept, strict=True))
+    assert 16 < sum(mirrored) < 48
 
 
 class StepCounter(keras.callbacks.Callback):
@@ -141,27 +225,45 @@ class StepCounter(keras.callbacks.Callback):
         self.steps = self.params["steps"]
 
 
-def test_flip_augment_doubles_the_training_images_and_validates_on_the_hold_out(
-    tiny_data,
+@pytest.mark.parametrize(
+    ("flip", "shift"), [(False, 0), (True, 0), (False, 2), (True, 1)]
+)
+def test_augmented_fits_train_on_the_split_and_validate_on_the_plain_hold_out(
+    tiny_data, flip, shift
 ):
     x, y = tiny_data
-    counts = {}
-    for flip in (False, True):
-        counter = StepCounter()
-        estimator = FashionMLPClassifier(
-            epochs=1,
-            batch_size=32,
-            validation_split=0.2,
-            flip_augment=flip,
-            label_smoothing=0.1,
-            random_state=0,
-            callbacks=[counter],
-        ).fit(x, y)
-        counts[flip] = counter.steps
-    # 160 training images make 5 batches of 32; their mirror images 5 more.
-    assert counts == {False: 5, True: 10}
+    counter = StepCounter()
+    estimator = FashionMLPClassifier(
+        epochs=2,
+        batch_size=32,
+        validation_split=0.2,
+        flip_augment=flip,
+        shift_augment=shift,
+        label_smoothing=0.1,
+        random_state=0,
+        callbacks=[counter],
+    ).fit(x, y)
+    # 160 training images make 5 batches of 32 per epoch, augmented or not.
+    assert counter.steps == 5
+    assert len(estimator.history_["loss"]) == 2
     val_loss, _ = estimator.model_.evaluate(x[160:], y[160:], verbose=0)
-    assert estimator.history_["val_loss"][0] == pytest.approx(val_loss, rel=1e-5)
+    assert estimator.history_["val_loss"][-1] == pytest.approx(val_loss, rel=1e-5)
+
+
+def test_seeded_augmented_fits_repeat_and_differ_from_plain_ones(tiny_data):
+    x, y = tiny_data
+
+    def probabilities(**augment):
+        estimator = FashionMLPClassifier(
+            epochs=2, batch_size=32, random_state=5, **augment
+        )
+        return estimator.fit(x, y).predict_proba(x)
+
+    augmented = probabilities(flip_augment=True, shift_augment=1)
+    np.testing.assert_allclose(
+        augmented, probabilities(flip_augment=True, shift_augment=1), atol=1e-6
+    )
+    assert not np.allclose(augmented, probabilities())
 
 
 def test_a_model_trained_with_label_smoothing_loads_in_safe_mode(tiny_data, tmp_path):
