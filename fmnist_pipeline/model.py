@@ -18,8 +18,43 @@ from fmnist_pipeline.errors import PipelineError
 HIDDEN_LAYERS = 3
 
 
+# A uniform guess over the 10 classes costs ln(10), about 2.3, in cross-entropy; a
+# running training loss above this many times that means the fit has blown up.
+DIVERGED_LOSS = 100.0
+
+
 class TrainingDiverged(ArithmeticError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN, infinite or absurdly large."""
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stop a fit at the first batch whose running loss is not a sane number.
+
+    Keras computes the cross-entropy of a softmax output from its logits, so a
+    blown-up network can report a huge but finite loss (1e30, say) instead of
+    NaN; both count. The reason is kept in :attr:`diverged` for the estimator.
+    """
+
+    def __init__(self, limit: float = DIVERGED_LOSS):
+        super().__init__()
+        self.limit = limit
+        self.diverged: str | None = None
+
+    def on_train_begin(self, logs=None) -> None:
+        self.diverged = None
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        if math.isfinite(loss) and loss <= self.limit:
+            return
+        # No epoch or exact value: the folds of one candidate that blow up
+        # alike then report one reason.
+        self.diverged = (
+            f"loss became {loss}"
+            if not math.isfinite(loss)
+            else f"loss became larger than {self.limit:g}"
+        )
+        self.model.stop_training = True
 
 
 @keras.saving.register_keras_serializable(package="fmnist_pipeline")
@@ -237,19 +272,18 @@ class FashionMLPClassifier(KerasClassifier):
     def fit(self, X, y, sample_weight=None, **kwargs) -> FashionMLPClassifier:
         """Fit the network; raise :class:`TrainingDiverged` if the loss blew up."""
         super().fit(X, y, sample_weight=sample_weight, **kwargs)
-        losses = np.asarray(self.history_.get("loss", []), dtype=float)
-        if losses.size and not np.isfinite(losses).all():
+        if self._divergence.diverged:
             raise TrainingDiverged(
-                f"loss became {losses[~np.isfinite(losses)][0]} by epoch "
-                f"{len(losses)} with learning_rate={self.learning_rate:g}; "
-                "lower the learning rate"
+                f"{self._divergence.diverged} with "
+                f"learning_rate={self.learning_rate:g}; lower the learning rate"
             )
         return self
 
     def _initialize_callbacks(self) -> None:
         super()._initialize_callbacks()
         # Stop a diverged fit at once instead of training on NaNs to the end.
-        self._fit_callbacks = [keras.callbacks.TerminateOnNaN(), *self._fit_callbacks]
+        self._divergence = StopOnDivergence()
+        self._fit_callbacks = [self._divergence, *self._fit_callbacks]
         if self.patience is None:
             return
         if not self.validation_split:

@@ -74,7 +74,7 @@ def tiny_params(sources: list[str], checksums: dict[str, str] | None = None) -> 
         subsample=200, n_iter=2, folds=2, epochs=1, batch_size=16, n_jobs=1
     )
     params["search"]["space"].update(units_1=[32, 48], units_2=[16], units_3=[16])
-    params["train"].update(max_epochs=3, patience=1, batch_size=16)
+    params["train"].update(max_epochs=6, patience=3, batch_size=16)
     return params
 
 

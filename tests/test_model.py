@@ -8,6 +8,8 @@ from sklearn.base import clone, is_classifier
 from fmnist_pipeline.model import (
     FashionMLPClassifier,
     SmoothedSparseCrossentropy,
+    StopOnDivergence,
+    TrainingDiverged,
     augmented_batches,
     build_model,
     load_model,
@@ -276,3 +278,27 @@ def test_a_model_trained_with_label_smoothing_loads_in_safe_mode(tiny_data, tmp_
     np.testing.assert_allclose(
         load_model(path).predict(x, verbose=0), estimator.predict_proba(x), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("loss", "reason"),
+    [
+        (float("nan"), "loss became nan"),
+        (float("inf"), "loss became inf"),
+        (1e30, "loss became larger than 100"),
+        (2.3, None),
+    ],
+)
+def test_stop_on_divergence_flags_non_finite_and_huge_losses(loss, reason):
+    callback = StopOnDivergence()
+    callback.set_model(build_model(units=(4, 4, 4)))
+    callback.on_train_begin()
+    callback.on_train_batch_end(0, {"loss": loss})
+    assert callback.diverged == reason
+    assert callback.model.stop_training is (reason is not None)
+
+
+def test_a_blown_up_fit_raises_training_diverged(tiny_data):
+    x, y = tiny_data
+    with pytest.raises(TrainingDiverged, match="learning_rate=1e\\+30; lower"):
+        FashionMLPClassifier(epochs=2, learning_rate=1e30, random_state=0).fit(x, y)
