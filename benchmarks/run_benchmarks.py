@@ -3,8 +3,9 @@
 Run from the repository root after `dvc repro` (it reads the prepared data and the
 searched best params):
 
-    python benchmarks/run_benchmarks.py            # everything (about 25 minutes)
+    python benchmarks/run_benchmarks.py            # everything (about 30 minutes)
     python benchmarks/run_benchmarks.py --only wrapper throughput
+    python benchmarks/run_benchmarks.py --table    # the README's table, no measuring
 
 Each section compares its alternatives within one run on the same machine, so the
 ratios hold even where the absolute numbers would differ elsewhere.
@@ -184,6 +185,33 @@ def throughput(epochs: int = 4, batch_size: int = 128) -> dict:
     }
 
 
+def augmentation_cost(epochs: int = 3) -> dict:
+    """Epoch time of the final training with and without its augmented batches.
+
+    Both fits use the train section of params.yaml (hold-out included) and the same
+    number of batches per epoch; the augmented one draws each batch's mirror images
+    and shifts in numpy and feeds them to Keras as a Python generator.
+    """
+    from fmnist_pipeline.train import make_final_estimator
+
+    params = load_params(ROOT / "params.yaml")["train"]
+    best, train = _best_params(), _train_data()
+    results = {"epochs": epochs, "batch_size": params["batch_size"]}
+    settings = {
+        "plain": {"flip_augment": False, "shift_augment": 0},
+        "augmented": {"flip_augment": True, "shift_augment": params["shift_augment"]},
+    }
+    for name, augment in settings.items():
+        timer = EpochTimer()
+        config = {**params, **augment, "max_epochs": epochs, "patience": epochs}
+        estimator = make_final_estimator(best, config, [timer]).set_params(verbose=0)
+        estimator.fit(train.x, train.y)
+        # The first epoch includes tracing and compilation.
+        results[f"{name}_epoch_s"] = round(min(timer.times[1:]), 2)
+    results["ratio"] = round(results["augmented_epoch_s"] / results["plain_epoch_s"], 3)
+    return results
+
+
 def search_strategies() -> dict:
     """Randomized against successive-halving search at the same candidates."""
     from fmnist_pipeline.search import make_search, run_search
@@ -282,16 +310,82 @@ def search_memory() -> dict:
 SECTIONS = {
     "wrapper": wrapper_overhead,
     "throughput": throughput,
+    "augmentation": augmentation_cost,
     "search": search_strategies,
     "memory": search_memory,
 }
 
 
+def markdown_table(results: dict) -> str:
+    """The README's Performance table, built from results.json."""
+    rows = []
+    if "wrapper" in results:
+        w = results["wrapper"]
+        rows.append(
+            (
+                f"fit, {w['epochs']} epochs of {w['samples']:,} images",
+                f"Keras `Model.fit` {w['keras_fit_s']} s, SciKeras estimator "
+                f"{w['scikeras_fit_s']} s (ratio {w['ratio']})",
+            )
+        )
+    if "throughput" in results:
+        t = results["throughput"]
+        rows.append(
+            (
+                f"training throughput, {'-'.join(map(str, t['architecture']))}",
+                f"{t['samples_per_s']:,} images/s = {t['achieved_gflops']} GFLOP/s: "
+                f"{t['fraction_of_matmul_peak']:.0%} of a large matmul "
+                f"({t['matmul_peak_gflops']} GFLOP/s), "
+                f"{t['fraction_of_theoretical_peak']:.0%} of "
+                f"{t['theoretical_peak_gflops']} GFLOP/s from the nominal clock",
+            )
+        )
+    if "augmentation" in results:
+        a = results["augmentation"]
+        rows.append(
+            (
+                "final training epoch, plain against augmented batches",
+                f"{a['plain_epoch_s']} s against {a['augmented_epoch_s']} s "
+                f"(ratio {a['ratio']})",
+            )
+        )
+    for strategy, r in results.get("search", {}).items():
+        rows.append(
+            (
+                f"`{strategy}` search, {r['candidates']} candidates",
+                f"{r['search_wall_s']} s, best mean CV accuracy "
+                f"{r['best_mean_cv_score']}; winner retrained in {r['retrain_s']} s: "
+                f"test accuracy {r['test_accuracy']}",
+            )
+        )
+    memory = results.get("memory", {})
+    for key in ("n_jobs_1", "n_jobs_2"):
+        if key in memory:
+            m = memory[key]
+            rows.append(
+                (
+                    f"peak memory of the search stage, {key.replace('_', ' ', 1)}",
+                    f"{m['peak_rss_mib']:,} MiB (all its processes)",
+                )
+            )
+    lines = ["| measurement | result |", "| --- | --- |"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--table",
+        action="store_true",
+        help="print the README's table from results.json and measure nothing",
+    )
     args = parser.parse_args(argv)
     results = read_json(RESULTS) if RESULTS.exists() else {}
+    if args.table:
+        print(markdown_table(results))
+        return
     results["machine"] = machine()
     for name in args.only:
         print(f"benchmark {name} ...", flush=True)
@@ -299,7 +393,8 @@ def main(argv=None) -> None:
         results[name] = SECTIONS[name]()
         print(json.dumps(results[name], indent=2), flush=True)
         print(f"benchmark {name} took {time.perf_counter() - started:.0f}s", flush=True)
-    write_json(RESULTS, results)
+        # Saved after each section, so a long run stopped half-way keeps its results.
+        write_json(RESULTS, results)
 
 
 if __name__ == "__main__":

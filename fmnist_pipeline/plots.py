@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from fmnist_pipeline import CLASS_NAMES  # noqa: E402
@@ -81,6 +82,8 @@ def cv_scores_png(
             axes.scatter(values, scores, alpha=0.7)
             if name == "learning_rate":
                 axes.set_xscale("log")
+                # A range within one decade gets crowded labels on minor ticks.
+                axes.xaxis.set_minor_formatter(NullFormatter())
         axes.set_xlabel(name)
         axes.set_ylabel(f"mean CV {scoring}")
         axes.grid(alpha=0.3)

@@ -8,6 +8,7 @@ import yaml
 
 from fmnist_pipeline import CLASS_NAMES
 from fmnist_pipeline.model import load_model
+from fmnist_pipeline.search import SEARCHED
 from tests.conftest import REAL_DATA, REPO_ROOT, run, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -30,15 +31,7 @@ def check_outputs(repo):
             assert path.stat().st_size > 0, f"{out} is empty"
 
     best = json.loads((repo / "metrics/best_params.json").read_text())
-    assert set(best) == {
-        "units_1",
-        "units_2",
-        "units_3",
-        "activation_1",
-        "activation_2",
-        "activation_3",
-        "learning_rate",
-    }
+    assert set(best) == set(SEARCHED)
     evaluation = json.loads((repo / "metrics/evaluate/metrics.json").read_text())
     assert 0.0 <= evaluation["accuracy"] <= 1.0
     assert set(evaluation["per_class"]) == set(CLASS_NAMES)
