@@ -3,7 +3,7 @@
 Run from the repository root after `dvc repro` (it reads the prepared data and the
 searched best params):
 
-    python benchmarks/run_benchmarks.py            # everything (about 30 minutes)
+    python benchmarks/run_benchmarks.py            # everything (about 20 minutes)
     python benchmarks/run_benchmarks.py --only wrapper throughput
     python benchmarks/run_benchmarks.py --table    # the README's table, no measuring
 
@@ -185,6 +185,45 @@ def throughput(epochs: int = 4, batch_size: int = 128) -> dict:
     }
 
 
+def xla(epochs: int = 4, batch_size: int = 128) -> dict:
+    """Steady epoch time of the best architecture with and without XLA.
+
+    ``build_model`` leaves ``jit_compile`` at Keras' default, ``"auto"``, which on
+    the TensorFlow backend compiles the training step with XLA when it can; the
+    model's ``jit_compile`` attribute after a fit tells what "auto" chose.
+    """
+    from fmnist_pipeline.model import build_model
+
+    best, train = _best_params(), _train_data()
+    results = {"epochs": epochs, "batch_size": batch_size}
+    for setting in ("auto", False, True):
+        model = build_model(
+            (best["units_1"], best["units_2"], best["units_3"]),
+            (best["activation_1"], best["activation_2"], best["activation_3"]),
+            best["learning_rate"],
+        )
+        model.compile(
+            optimizer=model.optimizer,
+            loss=model.loss,
+            metrics=["accuracy"],
+            jit_compile=setting,
+        )
+        timer = EpochTimer()
+        model.fit(
+            train.x,
+            train.y,
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=0,
+            callbacks=[timer],
+        )
+        name = {"auto": "auto", False: "off", True: "on"}[setting]
+        results[f"xla_{name}_epoch_s"] = round(min(timer.times[1:]), 2)
+        if setting == "auto":
+            results["auto_chose_xla"] = bool(model.jit_compile)
+    return results
+
+
 def augmentation_cost(epochs: int = 3) -> dict:
     """Epoch time of the final training with and without its augmented batches.
 
@@ -310,6 +349,7 @@ def search_memory() -> dict:
 SECTIONS = {
     "wrapper": wrapper_overhead,
     "throughput": throughput,
+    "xla": xla,
     "augmentation": augmentation_cost,
     "search": search_strategies,
     "memory": search_memory,
@@ -340,6 +380,16 @@ def markdown_table(results: dict) -> str:
                 f"{t['theoretical_peak_gflops']} GFLOP/s from the nominal clock",
             )
         )
+    if "xla" in results:
+        x = results["xla"]
+        chose = "XLA" if x["auto_chose_xla"] else "no XLA"
+        rows.append(
+            (
+                "training epoch, XLA off / on / Keras' default",
+                f"{x['xla_off_epoch_s']} s / {x['xla_on_epoch_s']} s / "
+                f"{x['xla_auto_epoch_s']} s (the default chose {chose})",
+            )
+        )
     if "augmentation" in results:
         a = results["augmentation"]
         rows.append(
@@ -364,7 +414,7 @@ def markdown_table(results: dict) -> str:
             m = memory[key]
             rows.append(
                 (
-                    f"peak memory of the search stage, {key.replace('_', ' ', 1)}",
+                    f"peak memory of the search stage, `n_jobs: {key[-1]}`",
                     f"{m['peak_rss_mib']:,} MiB (all its processes)",
                 )
             )
