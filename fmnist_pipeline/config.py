@@ -255,6 +255,23 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+# The hyperparameters the search draws, in the order of ``search.space``.
+SEARCHED = tuple(SCHEMA["search"]["space"])
+
+
+def describe_candidate(params: Mapping[str, Any]) -> str:
+    """One short line naming a candidate by its searched hyperparameters.
+
+    >>> describe_candidate({"units_1": 256, "units_2": 128, "units_3": 64,
+    ...     "activation_1": "relu", "activation_2": "elu", "activation_3": "gelu",
+    ...     "learning_rate": 0.001})
+    'units 256-128-64, relu/elu/gelu, learning_rate 0.001'
+    """
+    units = "-".join(str(params[f"units_{i}"]) for i in (1, 2, 3))
+    activations = "/".join(str(params[f"activation_{i}"]) for i in (1, 2, 3))
+    return f"units {units}, {activations}, learning_rate {params['learning_rate']:.3g}"
+
+
 # Rules that tie keys together, by the key that a problem is reported on. They run
 # on keys that exist and passed SCHEMA.
 RULES: dict[str, Rule] = {

@@ -12,6 +12,7 @@ from scikeras.wrappers import KerasClassifier
 from sklearn.utils import ClassifierTags
 
 from fmnist_pipeline import CLASS_NAMES
+from fmnist_pipeline.config import describe_candidate
 from fmnist_pipeline.data import IMAGE_SHAPE
 from fmnist_pipeline.errors import PipelineError
 
@@ -276,8 +277,8 @@ class FashionMLPClassifier(KerasClassifier):
         super().fit(X, y, sample_weight=sample_weight, **kwargs)
         if self._divergence.diverged:
             raise TrainingDiverged(
-                f"{self._divergence.diverged} with "
-                f"learning_rate={self.learning_rate:g}; lower the learning rate"
+                f"{self._divergence.diverged} for "
+                f"{describe_candidate(self.get_params())}; lower the learning rate"
             )
         return self
 

@@ -29,7 +29,7 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
-from fmnist_pipeline.config import load_params
+from fmnist_pipeline.config import SEARCHED, describe_candidate, load_params
 from fmnist_pipeline.data import load_split
 from fmnist_pipeline.errors import PipelineError
 from fmnist_pipeline.io import atomic_path, write_json
@@ -39,16 +39,6 @@ logger = logging.getLogger(__name__)
 
 # Seconds to reach the dask scheduler, and then for a first worker to be there.
 SCHEDULER_TIMEOUT_S = 5
-
-SEARCHED = (
-    "units_1",
-    "units_2",
-    "units_3",
-    "activation_1",
-    "activation_2",
-    "activation_3",
-    "learning_rate",
-)
 
 
 def to_distributions(space: Mapping[str, Any]) -> dict[str, Any]:
@@ -283,7 +273,7 @@ def make_search(config: Mapping[str, Any]) -> RandomizedSearchCV:
         "random_state": seed,
         "error_score": np.nan,
         "return_train_score": False,
-        # One line per finished fold: its params, score and time.
+        # One line per finished fold: its candidate, params, score and time.
         "verbose": 3,
     }
     distributions = to_distributions(config["space"])
@@ -353,7 +343,12 @@ def _failure_reasons(message: str) -> list[str]:
     blocks = re.findall(
         r"with the following error:\n(.*?)(?=\n-{20,}|\Z)", message, re.S
     )
-    return [block.strip().splitlines()[-1] for block in blocks if block.strip()]
+    # The exception's last line, without its module path: "TrainingDiverged: ...".
+    return [
+        re.sub(r"^(\w+\.)+(?=\w+: )", "", block.strip().splitlines()[-1])
+        for block in blocks
+        if block.strip()
+    ]
 
 
 def run_search(
@@ -375,13 +370,15 @@ def run_search(
     )
     started = time.perf_counter()
     failures = fit_search(search, x_search, y_search, config)
-    for row in sorted(candidate_rows(search), key=lambda r: r["rank_test_score"]):
+    defaults = search.estimator.get_params()
+    results = search.cv_results_
+    for index in np.argsort(results["rank_test_score"], kind="stable"):
         logger.info(
-            "rank %d: mean CV score %.4f (std %.4f) %s",
-            row["rank_test_score"],
-            row["mean_test_score"],
-            row["std_test_score"],
-            {name: row[f"param_{name}"] for name in SEARCHED},
+            "rank %d: mean CV score %.4f (std %.4f): %s",
+            results["rank_test_score"][index],
+            results["mean_test_score"][index],
+            results["std_test_score"][index],
+            describe_candidate({**defaults, **results["params"][index]}),
         )
     logger.info(
         "search done in %.0fs: best mean CV %s %.4f with %s",
@@ -435,26 +432,30 @@ def search_metrics(search: RandomizedSearchCV, wall_time: float) -> dict[str, An
 def candidate_rows(
     search: RandomizedSearchCV, failures: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    """One row per scored candidate: its params, CV scores, fit time, rank, status.
+    """One row per scored candidate: the whole ``cv_results_`` and a status.
 
-    A candidate whose folds failed has a NaN score and a ``failed: ...`` status
-    that carries the reasons of the failed fits. Successive halving gives one row
-    per candidate and round, with the round (``iter``) and its images
-    (``n_resources``).
+    Columns: the candidate's index, successive halving's round (``iter``) and
+    images (``n_resources``) when present, rank, mean and std of the CV score,
+    the searched params, each fold's score, fit and score times, and ``status``:
+    ``ok``, or for a candidate whose folds failed (NaN score) ``failed: `` and the
+    reasons in ``failures`` that name it (all of them when none does).
     """
     results = search.cv_results_
-    rounds = ["iter", "n_resources"] if "iter" in results else []
-    columns = (
-        rounds
-        + ["rank_test_score", "mean_test_score", "std_test_score"]
-        + [f"param_{name}" for name in SEARCHED if f"param_{name}" in results]
-        + ["mean_fit_time"]
-    )
-    failed = "failed: " + ("; ".join(failures) if failures else "fit raised an error")
+    n_rows = len(results["params"])
+    leading = ["iter", "n_resources", "rank_test_score"]
+    leading += ["mean_test_score", "std_test_score"]
+    leading += [f"param_{name}" for name in SEARCHED]
+    columns = [c for c in leading if c in results]
+    columns += [c for c in results if c not in columns and c != "params"]
+    defaults = search.estimator.get_params()
     rows = []
-    for index in range(len(results["params"])):
+    for index in range(n_rows):
         row = {"candidate": index, **{c: _plain(results[c][index]) for c in columns}}
-        row["status"] = failed if np.isnan(row["mean_test_score"]) else "ok"
+        row["status"] = "ok"
+        if np.isnan(row["mean_test_score"]):
+            name = describe_candidate({**defaults, **results["params"][index]})
+            reasons = [r for r in failures or [] if name in r] or failures
+            row["status"] = "failed: " + ("; ".join(reasons or ["fit raised an error"]))
         rows.append(row)
     return rows
 

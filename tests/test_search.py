@@ -1,8 +1,11 @@
+import logging
+
 import numpy as np
 import pytest
 from scipy.stats import loguniform, randint
 from sklearn.model_selection import ParameterSampler, StratifiedKFold
 
+from fmnist_pipeline.config import describe_candidate
 from fmnist_pipeline.errors import PipelineError
 from fmnist_pipeline.search import (
     SEARCHED,
@@ -73,16 +76,35 @@ def test_search_uses_stratified_folds_and_the_param_space():
     assert search.scoring == config["scoring"]
 
 
-def test_tiny_search_scores_every_candidate():
+def test_tiny_search_scores_and_logs_every_candidate(caplog, capsys):
     images, labels = synthetic_split(240, seed=0)
     x = images.astype(np.float32) / 255.0
     config = tiny_params([])["search"]
     config.update(n_iter=3, epochs=5, batch_size=16)
     config["space"]["learning_rate"] = {"low": 3e-3, "high": 1e-2}
-    search, failures = run_search(x, labels, config)
+    with caplog.at_level(logging.INFO, logger="fmnist_pipeline.search"):
+        search, failures = run_search(x, labels, config)
     assert failures == []
     rows = candidate_rows(search, failures)
     assert len(rows) == 3
+    # Every fold prints a line as it finishes; the end logs every candidate
+    # with its params, mean and std.
+    folds_done = [
+        line for line in capsys.readouterr().out.splitlines() if " END " in line
+    ]
+    assert len(folds_done) == 3 * config["folds"]
+    messages = [record.getMessage() for record in caplog.records]
+    ranked = [line for line in messages if line.startswith("rank ")]
+    assert len(ranked) == 3
+    for row in rows:
+        params = {name: row[f"param_{name}"] for name in SEARCHED}
+        mean, std = row["mean_test_score"], row["std_test_score"]
+        expected = f"mean CV score {mean:.4f} (std {std:.4f}): "
+        assert any(
+            expected in line and describe_candidate(params) in line for line in ranked
+        )
+    # The CSV holds the whole cv_results_: every fold's score and the times too.
+    assert {"split0_test_score", "split1_test_score", "std_fit_time"} <= set(rows[0])
     assert all(0.0 <= row["mean_test_score"] <= 1.0 for row in rows)
     assert sorted(row["rank_test_score"] for row in rows)[0] == 1
     best = best_params(search)
@@ -102,10 +124,12 @@ def test_diverging_candidates_are_recorded_as_failed_and_the_search_goes_on():
         param_distributions={"learning_rate": [1e-3, 1e30], "units_1": [16]}
     )
     failures = fit_search(search, x, labels)
-    assert len(failures) == 1 and "TrainingDiverged: loss became" in failures[0]
+    assert len(failures) == 1
+    assert failures[0].startswith("TrainingDiverged: loss became")
+    assert "learning_rate 1e+30" in failures[0]
     rows = {row["param_learning_rate"]: row for row in candidate_rows(search, failures)}
     assert np.isnan(rows[1e30]["mean_test_score"])
-    assert rows[1e30]["status"].startswith("failed")
+    assert rows[1e30]["status"] == f"failed: {failures[0]}"
     assert rows[1e-3]["status"] == "ok"
     assert not np.isnan(rows[1e-3]["mean_test_score"])
 
@@ -116,8 +140,31 @@ def test_search_where_every_candidate_fails_says_what_to_change():
     config = tiny_params([])["search"]
     config.update(n_iter=2, epochs=2, batch_size=16)
     config["space"]["learning_rate"] = {"low": 1e29, "high": 1e30}
-    with pytest.raises(PipelineError, match="all 2 search candidates failed"):
+    with pytest.raises(PipelineError) as caught:
         run_search(x, labels, config)
+    message = str(caught.value)
+    assert message.startswith("all 2 search candidates failed to fit (TrainingDiverged")
+    assert message.endswith(
+        "narrow search.space in params.yaml, for example a lower learning_rate.high"
+    )
+
+
+def test_each_failed_candidate_gets_its_own_reason():
+    images, labels = synthetic_split(120, seed=0)
+    x = images.astype(np.float32) / 255.0
+    config = tiny_params([])["search"]
+    config.update(n_iter=3, epochs=2, batch_size=16)
+    search = make_search(config)
+    search.set_params(param_distributions={"learning_rate": [1e-3, 1e29, 1e30]})
+    search.set_params(n_iter=3)
+    failures = fit_search(search, x, labels)
+    rows = {row["param_learning_rate"]: row for row in candidate_rows(search, failures)}
+    assert len(failures) == 2
+    for rate in (1e29, 1e30):
+        status = rows[rate]["status"]
+        assert status.startswith("failed: TrainingDiverged")
+        assert f"learning_rate {rate:.3g}" in status
+        assert ";" not in status.removesuffix("; lower the learning rate")
 
 
 def test_successive_halving_scores_rounds_on_growing_subsets():
