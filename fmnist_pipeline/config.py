@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from fmnist_pipeline.data import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
 from fmnist_pipeline.errors import ParamsError
 
 Check = Callable[[Any], "str | None"]
@@ -48,6 +49,8 @@ BACKENDS = ("local", "dask")
 # Pixels an image may be moved by augmentation: a quarter of its 28-pixel side.
 MAX_SHIFT = 7
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+DATA_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+SOURCE_SCHEMES = ("http", "https", "file")
 ADDRESS_RE = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 
 
@@ -194,13 +197,24 @@ def required_when(other: str, equals: Any, what: str) -> Rule:
     return check
 
 
-def sha256_map(value: Any) -> str | None:
-    allowed = "a mapping of file name to a SHA-256 hex digest"
-    if not isinstance(value, Mapping) or not value:
+def source(value: Any) -> str | None:
+    """A directory, or a base URL that the fetch stage can download from."""
+    if non_empty_string(value) is not None:
+        return "a directory or an http(s):// base URL"
+    scheme, separator, _ = value.partition("://")
+    if separator and scheme not in SOURCE_SCHEMES:
+        return "a directory or an http(s):// base URL"
+    return None
+
+
+def data_files(value: Any) -> str | None:
+    """Each of the four data files, mapped to the SHA-256 of its decompressed bytes."""
+    names = ", ".join(DATA_FILES)
+    allowed = f"a mapping of {names} to SHA-256 hex digests"
+    if not isinstance(value, Mapping) or set(value) != set(DATA_FILES):
         return allowed
-    for name, digest in value.items():
-        if non_empty_string(name) or not SHA256_RE.match(str(digest)):
-            return allowed
+    if not all(isinstance(d, str) and SHA256_RE.match(d) for d in value.values()):
+        return allowed
     return None
 
 
@@ -209,9 +223,9 @@ _activations = list_of(choice(ACTIVATIONS), "Keras activation names")
 
 SCHEMA: dict[str, Any] = {
     "fetch": {
-        "sources": list_of(non_empty_string, "directories or http(s) URLs"),
+        "sources": list_of(source, "directories or http(s) URLs"),
         "timeout": number(gt=0),
-        "files": sha256_map,
+        "files": data_files,
     },
     "search": {
         "seed": integer(0),
@@ -310,7 +324,10 @@ def _validate(value: Any, schema: Any, path: str) -> list[str]:
     for key in value:
         if key not in schema:
             known = ", ".join(schema)
-            problems.append(f"{path}.{key}: unknown key, expected one of {known}")
+            problems.append(
+                f"{path}.{key}: unknown key (set to {_describe(value[key])}), "
+                f"expected one of {known}"
+            )
     for key, sub_schema in schema.items():
         if key not in value:
             problems.append(f"{path}.{key}: missing")

@@ -122,11 +122,12 @@ def fetch_file(
     """Obtain one verified file into ``out_dir``, trying ``sources`` in order.
 
     Returns the final path and the source it came from. Each attempt lands in a
-    hidden temporary file that is renamed only once it verifies, so nothing
-    unverified ever reaches the final path.
+    hidden temporary file beside ``out_dir`` (on the same file system) that is
+    renamed into it only once it verifies, so nothing unverified ever reaches
+    ``out_dir``, even if the process is killed.
     """
     target = out_dir / name
-    tmp = out_dir / f".{name}.part"
+    tmp = out_dir.parent / f".{out_dir.name}.{name}.part"
     failures = []
     try:
         for source in sources:

@@ -20,7 +20,7 @@ from sklearn.metrics import (
 from fmnist_pipeline import CLASS_NAMES
 from fmnist_pipeline.config import load_params
 from fmnist_pipeline.data import load_split
-from fmnist_pipeline.io import atomic_path, read_json
+from fmnist_pipeline.io import atomic_directory, atomic_path, read_json
 from fmnist_pipeline.model import load_model
 from fmnist_pipeline.plots import confusion_matrix_png, misclassified_png
 
@@ -119,7 +119,10 @@ def run(
     metrics = test_metrics(test.y, proba)
     y_pred = proba.argmax(axis=1)
 
-    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
+    with (
+        atomic_directory(live_dir) as live_tmp,
+        Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None) as live,
+    ):
         for name in ("accuracy", "macro_f1", "log_loss"):
             live.log_metric(name, metrics[name], plot=False)
         live.summary["per_class"] = metrics["per_class"]

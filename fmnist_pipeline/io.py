@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,38 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target``; swap it into place on success.
+
+    For writers that fill a whole directory as they go (DVCLive logs every epoch):
+    until the end, ``target`` keeps its previous content. The swap is two renames,
+    so between them a reader finds no ``target`` at all, never a mix of old and
+    new files. On any exception the temporary directory is removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(
+        tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    )
+    try:
+        yield tmp
+        if target.exists():
+            # Renaming a directory onto an empty one replaces it.
+            old = Path(
+                tempfile.mkdtemp(
+                    dir=target.parent, prefix=f".{target.name}.", suffix=".old"
+                )
+            )
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: str | Path, payload: Any) -> None:

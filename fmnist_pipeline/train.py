@@ -13,7 +13,7 @@ from dvclive.keras import DVCLiveCallback
 
 from fmnist_pipeline.config import load_params
 from fmnist_pipeline.data import load_split
-from fmnist_pipeline.io import atomic_path, read_json, write_json
+from fmnist_pipeline.io import atomic_directory, atomic_path, read_json, write_json
 from fmnist_pipeline.model import FashionMLPClassifier
 from fmnist_pipeline.plots import learning_curves_png
 
@@ -58,35 +58,34 @@ def run(
     train = load_split(train_path)
     logger.info("training %s on %d images", best, len(train.y))
 
+    # Every output, DVCLive's per-epoch logs included, is written under a
+    # temporary name and moved into place only once the training has finished.
     started = time.perf_counter()
-    with Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None) as live:
-        estimator = make_final_estimator(best, config, [DVCLiveCallback(live=live)])
-        estimator.fit(train.x, train.y)
-        history = {
-            key: [float(v) for v in values]
-            for key, values in estimator.history_.items()
-        }
-        best_epoch = (
-            int(
-                max(
-                    range(len(history["val_accuracy"])),
-                    key=history["val_accuracy"].__getitem__,
-                )
+    with atomic_directory(live_dir) as live_tmp:
+        with Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None) as live:
+            callbacks = [DVCLiveCallback(live=live)]
+            estimator = make_final_estimator(best, config, callbacks)
+            estimator.fit(train.x, train.y)
+            history = {
+                key: [float(v) for v in values]
+                for key, values in estimator.history_.items()
+            }
+            best_epoch = 1 + max(
+                range(len(history["val_accuracy"])),
+                key=history["val_accuracy"].__getitem__,
             )
-            + 1
-        )
-        summary = {
-            "epochs_run": len(history["loss"]),
-            "best_epoch": best_epoch,
-            "best_val_accuracy": history["val_accuracy"][best_epoch - 1],
-            "train_time_s": round(time.perf_counter() - started, 1),
-        }
-        live.summary.update(summary)
+            summary = {
+                "epochs_run": len(history["loss"]),
+                "best_epoch": best_epoch,
+                "best_val_accuracy": history["val_accuracy"][best_epoch - 1],
+                "train_time_s": round(time.perf_counter() - started, 1),
+            }
+            live.summary.update(summary)
 
-    with atomic_path(model_path) as tmp:
-        estimator.model_.save(tmp)
-    write_json(history_path, {**summary, "history": history})
-    learning_curves_png(history, figure_path)
+        with atomic_path(model_path) as tmp:
+            estimator.model_.save(tmp)
+        write_json(history_path, {**summary, "history": history})
+        learning_curves_png(history, figure_path)
     logger.info(
         "trained %d epochs in %.0fs; best validation accuracy %.4f at epoch %d",
         summary["epochs_run"],

@@ -1,10 +1,11 @@
 import copy
+import re
 
 import keras
 import pytest
 import yaml
 
-from fmnist_pipeline.config import ACTIVATIONS, load_params, validate_params
+from fmnist_pipeline.config import ACTIVATIONS, SCHEMA, load_params, validate_params
 from fmnist_pipeline.errors import ParamsError
 from tests.conftest import REPO_ROOT
 
@@ -51,7 +52,25 @@ def test_every_listed_activation_is_known_to_keras():
         ("search.shift_augment", 8, "search.shift_augment: got 8, expected an integer"),
         ("train.shift_augment", 1.5, "train.shift_augment: got 1.5"),
         ("fetch.sources", [], "a non-empty list"),
+        ("fetch.sources", ["htp://example.org"], "directories or http(s) URLs"),
+        ("fetch.timeout", 0, "fetch.timeout: got 0, expected a number > 0"),
         ("fetch.files", {"x.gz": "abc"}, "SHA-256"),
+        ("search.seed", -1, "search.seed: got -1, expected an integer >= 0"),
+        ("search.subsample", 10, "expected null or an integer >= 20"),
+        ("search.n_jobs", 0, "search.n_jobs: got 0, expected an integer >= 1"),
+        ("search.strategy", "grid", "expected one of random, halving"),
+        ("search.halving_factor", 1, "expected an integer >= 2"),
+        ("search.backend", "ray", "expected one of local, dask"),
+        ("search.scheduler", "localhost", "a dask scheduler address"),
+        ("search.flip_augment", 1, "search.flip_augment: got 1, expected true"),
+        ("search.space.units_3", {"low": 0, "high": 4}, "search.space.units_3: got"),
+        ("search.space.learning_rate", {"low": 0.1, "high": 0.1}, "low < high"),
+        ("train.seed", 1.5, "train.seed: got 1.5, expected an integer >= 0"),
+        ("train.max_epochs", 0, "train.max_epochs: got 0, expected an integer >= 1"),
+        ("train.batch_size", 0, "train.batch_size: got 0, expected an integer >= 1"),
+        ("train.patience", 0, "train.patience: got 0, expected an integer >= 1"),
+        ("train.validation_fraction", 0, "expected a number > 0 and < 1"),
+        ("evaluate.misclassified", -1, "expected an integer >= 0"),
     ],
 )
 def test_each_rule_names_key_value_and_what_is_allowed(path, value, expected):
@@ -60,13 +79,51 @@ def test_each_rule_names_key_value_and_what_is_allowed(path, value, expected):
     assert expected in str(caught.value)
 
 
+def _leaf_paths(schema, prefix=""):
+    for key, value in schema.items():
+        if isinstance(value, dict):
+            yield from _leaf_paths(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+@pytest.mark.parametrize("path", list(_leaf_paths(SCHEMA)))
+def test_every_key_is_checked(path):
+    with pytest.raises(ParamsError, match=f"^params.yaml: {re.escape(path)}: got "):
+        validate_params(with_change(path, {"not": "valid"}))
+
+
+def test_data_files_must_be_the_four_fashion_mnist_files():
+    files = dict(DEFAULTS["fetch"]["files"])
+    files["train-imags-idx3-ubyte.gz"] = files.pop("train-images-idx3-ubyte.gz")
+    with pytest.raises(ParamsError, match="fetch.files: got .* expected a mapping"):
+        validate_params(with_change("fetch.files", files))
+
+
+def test_dask_backend_needs_a_scheduler():
+    params = with_change("search.backend", "dask")
+    with pytest.raises(
+        ParamsError, match="search.scheduler: got None, expected a dask"
+    ):
+        validate_params(params)
+    params["search"]["scheduler"] = "tcp://127.0.0.1:8786"
+    validate_params(params)
+
+
+def test_unknown_section_and_non_mapping_file_are_reported():
+    with pytest.raises(ParamsError, match="trian: unknown section, expected one of"):
+        validate_params({**DEFAULTS, "trian": {}})
+    with pytest.raises(ParamsError, match="expected a mapping of sections, got"):
+        validate_params(["search"])
+
+
 def test_unknown_and_missing_keys_are_reported_together():
     params = with_change("search.n_iters", 5)
     del params["train"]["patience"]
     with pytest.raises(ParamsError) as caught:
         validate_params(params)
     lines = str(caught.value).splitlines()
-    assert any("search.n_iters: unknown key" in line for line in lines)
+    assert any("search.n_iters: unknown key (set to 5)" in line for line in lines)
     assert any("train.patience: missing" in line for line in lines)
 
 
