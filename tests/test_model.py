@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone, is_classifier
 
+from fmnist_pipeline.errors import PipelineError
 from fmnist_pipeline.model import (
     FashionMLPClassifier,
     SmoothedSparseCrossentropy,
@@ -305,3 +306,15 @@ def test_a_blown_up_fit_raises_training_diverged(tiny_data):
         estimator.fit(x, y)
     # Stopped in its first epoch instead of training on NaNs for 50.
     assert len(estimator.history_["loss"]) == 1
+
+
+def test_a_model_with_embedded_python_code_is_refused(tmp_path):
+    model = keras.Sequential(
+        [keras.Input(shape=(28, 28)), keras.layers.Lambda(lambda t: t * 2.0)]
+    )
+    path = tmp_path / "model.keras"
+    model.save(path)
+    # Keras' own loader runs the lambda when safe mode is off; ours must not.
+    keras.saving.load_model(path, safe_mode=False)
+    with pytest.raises(PipelineError, match="not a loadable Keras model.*safe_mode"):
+        load_model(path)
