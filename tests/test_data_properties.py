@@ -1,12 +1,15 @@
 """Property-based checks: no input makes IDX parsing crash, hang or mis-shape."""
 
+import gzip
 import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fmnist_pipeline.data import check_split, parse_idx
+from fmnist_pipeline.data import check_split, load_idx_split, parse_idx
 from fmnist_pipeline.errors import IdxFormatError
 from tests.conftest import idx_bytes
 
@@ -84,3 +87,35 @@ def test_split_checks_catch_count_and_label_mismatches(n_images, n_labels, label
         assert ("labels" in str(error)) or ("label " in str(error))
     else:
         assert valid
+
+
+@FAST
+@given(
+    st.integers(0, 6),
+    st.integers(0, 6),
+    st.lists(st.integers(0, 255), min_size=1, max_size=6),
+    st.booleans(),
+)
+def test_idx_files_on_disk_load_as_a_split_or_fail_naming_them(
+    n_images, n_labels, labels, compress
+):
+    images = np.full((n_images, 28, 28), 7, np.uint8)
+    labels = np.resize(np.array(labels, np.uint8), n_labels)
+    with tempfile.TemporaryDirectory() as directory:
+        suffix = ".gz" if compress else ""
+        images_path = Path(directory) / f"images-idx3-ubyte{suffix}"
+        labels_path = Path(directory) / f"labels-idx1-ubyte{suffix}"
+        for path, array in ((images_path, images), (labels_path, labels)):
+            payload = idx_bytes(array)
+            path.write_bytes(gzip.compress(payload) if compress else payload)
+        valid = n_images == n_labels and (n_labels == 0 or labels.max() <= 9)
+        try:
+            split = load_idx_split(images_path, labels_path)
+        except IdxFormatError as error:
+            assert not valid
+            assert str(error).startswith(f"{images_path} + {labels_path}: ")
+        else:
+            assert valid
+            assert split.x.shape == (n_images, 28, 28) and split.x.dtype == np.float32
+            np.testing.assert_array_equal(split.y, labels)
+            assert np.all(split.x == np.float32(7 / 255))
