@@ -71,6 +71,17 @@ def test_changes_rerun_exactly_the_affected_stages(repo):
     assert best["units_1"] == 40
 
 
+def experiments(repo) -> dict[str, dict]:
+    """``dvc exp show --json`` as {experiment name: its params and metrics}."""
+    table = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    found = {}
+    for commit in table:
+        for experiment in commit.get("experiments") or []:
+            rev = experiment["revs"][0]
+            found[rev["name"]] = rev["data"]
+    return found
+
+
 def test_nested_dict_override_and_experiment_table(repo):
     run(
         [
@@ -84,20 +95,27 @@ def test_nested_dict_override_and_experiment_table(repo):
         ],
         repo,
     )
-    table = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    text = json.dumps(table)
-    assert "narrow-lr" in text
-    assert '"high": 0.002' in text
-    for column in ("best_mean_cv_score", "macro_f1", "accuracy", "learning_rate"):
-        assert column in text
+    data = experiments(repo)["narrow-lr"]
+    params = data["params"]["params.yaml"]["data"]
+    assert params["search"]["space"]["learning_rate"] == {"low": 0.001, "high": 0.002}
+    metrics = {path: entry["data"] for path, entry in data["metrics"].items()}
+    # The searched best params are shown beside the test metrics.
+    best = metrics["metrics/best_params.json"]
+    assert 0.001 <= best["learning_rate"] <= 0.002
+    assert best["units_1"] in (32, 48)
+    assert 0 <= metrics["metrics/evaluate/metrics.json"]["accuracy"] <= 1
+    assert "best_mean_cv_score" in metrics["metrics/search.json"]
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("search.n_iter=zero", "search.n_iter: got 'zero', expected an integer >= 1"),
-        ("search.folds=1", "search.folds: got 1, expected an integer >= 2"),
-        ("search.n_iters=4", "search.n_iters"),
+        ("search.n_iter=zero", "error: stage search: params.yaml: search.n_iter: "),
+        ("search.folds=1", "params.yaml: search.folds: got 1, expected an integer"),
+        # DVC itself refuses to override a key that is not in the file ...
+        ("search.n_iters=4", "Could not override 'search.n_iters'"),
+        # ... and when told to add it, the stage refuses it.
+        ("+search.n_iters=4", "params.yaml: search.n_iters: unknown key (set to 4)"),
     ],
 )
 def test_bad_override_fails_before_any_training(repo, override, message):
@@ -105,25 +123,60 @@ def test_bad_override_fails_before_any_training(repo, override, message):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert message in output
-    assert "Epoch 1" not in output
-    assert "candidate 1/" not in output
+    # The search stage stopped at its params: no fit started.
+    assert "Fitting " not in output and "[CV" not in output
+    assert "Running stage 'train'" not in output
 
 
-def test_queued_experiments_run_and_metrics_diff_between_commits(repo):
-    for units in (24, 40):
+def test_queued_experiments_run_and_metrics_diff_between_them_and_commits(repo):
+    bounds = {
+        "lr-low": "{low: 1.0e-4, high: 2.0e-4}",
+        "lr-high": "{low: 2.0e-3, high: 3.0e-3}",
+    }
+    for name, bound in bounds.items():
         run(
-            ["dvc", "exp", "run", "--queue", "-S", f"search.space.units_1=[{units}]"],
+            [
+                "dvc",
+                "exp",
+                "run",
+                "--queue",
+                "-n",
+                name,
+                "-S",
+                f"search.space.learning_rate={bound}",
+            ],
             repo,
         )
-    # --run-all starts the queue's worker like `dvc queue start` and waits for it.
-    run(["dvc", "exp", "run", "--run-all"], repo)
-    table = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout))
-    assert "[24]" in table and "[40]" in table
+    assert set(experiments(repo)) == set(bounds)
+    run(["dvc", "queue", "start"], repo)
+    for name in bounds:
+        # Follows the experiment's log until it has finished.
+        run(["dvc", "queue", "logs", name, "--follow"], repo)
+    assert run(["dvc", "queue", "status"], repo).stdout.count("Success") == 2
 
-    run(["dvc", "exp", "apply", _newest_experiment(repo)], repo)
+    # One command compares the two experiments' test accuracy.
+    diff = json.loads(
+        run(
+            ["dvc", "metrics", "diff", "lr-low", "lr-high", "--all", "--json"], repo
+        ).stdout
+    )
+    accuracy = diff["metrics/evaluate/metrics.json"]["accuracy"]
+    assert set(accuracy) == {"old", "new", "diff"}
+    assert accuracy["diff"] == pytest.approx(accuracy["new"] - accuracy["old"])
+    learned = experiments(repo)
+    assert (
+        learned["lr-low"]["metrics"]["metrics/best_params.json"]["data"][
+            "learning_rate"
+        ]
+        < 2.0e-4
+    )
+
+    run(["dvc", "exp", "apply", "lr-high"], repo)
     run(["git", "commit", "-qam", "apply experiment"], repo)
     diff = json.loads(
-        run(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], repo).stdout
+        run(
+            ["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--all", "--json"], repo
+        ).stdout
     )
     accuracy = diff["metrics/evaluate/metrics.json"]["accuracy"]
     assert set(accuracy) == {"old", "new", "diff"}
@@ -133,12 +186,6 @@ def test_queued_experiments_run_and_metrics_diff_between_commits(repo):
     for title in ("Confusion matrix (test set)", "Learning curves"):
         revisions = {rev for plot in rendered[title] for rev in plot["revisions"]}
         assert {"HEAD~1", "HEAD"} <= revisions, (title, revisions)
-
-
-def _newest_experiment(repo) -> str:
-    listing = run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
-    assert listing, "no experiments listed"
-    return listing[0]
 
 
 def _package_imports(path) -> set[str]:
