@@ -8,19 +8,41 @@ cd "$(dirname "$0")"
 DATASET_DIR=/usr/share/datasets/fashion-mnist
 PYTHON=${PYTHON:-python3}
 
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+HAVE_APT=false
+if command -v apt-get >/dev/null 2>&1; then HAVE_APT=true; fi
+APT_UPDATED=false
+apt_install() {
+    if [ "$APT_UPDATED" = false ]; then
+        $SUDO apt-get update -qq && APT_UPDATED=true
+    fi
+    $SUDO apt-get install -y -qq "$@"
+}
+
+if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] <= (3, 12)))'
+then
+    echo "setup: $PYTHON is $("$PYTHON" --version 2>&1); the pinned packages need" \
+         "Python 3.11 or 3.12 (set PYTHON=python3.12, for example)" >&2
+    exit 1
+fi
+
 if [ ! -d "$DATASET_DIR" ]; then
-    if command -v apt-get >/dev/null 2>&1; then
-        SUDO=""
-        if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    if [ "$HAVE_APT" = true ]; then
         echo "setup: installing dataset-fashion-mnist (offline copy of the data)"
-        if ! { $SUDO apt-get update -qq && \
-               $SUDO apt-get install -y -qq dataset-fashion-mnist; } >/dev/null; then
+        if ! apt_install dataset-fashion-mnist >/dev/null; then
             echo "setup: could not install dataset-fashion-mnist;" \
                  "the fetch stage will use the download URLs in params.yaml" >&2
         fi
     else
         echo "setup: no apt-get; the fetch stage will use the download URLs" >&2
     fi
+fi
+
+# Debian and Ubuntu ship venv (ensurepip) in a package of its own.
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null && [ "$HAVE_APT" = true ]; then
+    echo "setup: installing python3-venv"
+    apt_install python3-venv >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 
 from fmnist_pipeline import CLASS_NAMES
 from fmnist_pipeline.cli import main
+from fmnist_pipeline.data import TEST_IMAGES, read_idx
 from fmnist_pipeline.model import FashionMLPClassifier
 from fmnist_pipeline.predict import (
     FashionClassifier,
@@ -21,7 +23,7 @@ from fmnist_pipeline.predict import (
     ModelFileError,
     load_image,
 )
-from tests.conftest import synthetic_split
+from tests.conftest import REAL_DATA, synthetic_split
 
 FMNIST = Path(sys.executable).parent / "fmnist"
 
@@ -309,3 +311,22 @@ def test_damaged_or_foreign_model_files_are_refused(tmp_path):
     foreign.save(foreign_path)
     with pytest.raises(ModelFileError, match=r"expected \(None, 28, 28\)"):
         FashionClassifier(foreign_path)
+
+
+@pytest.mark.skipif(
+    not REAL_DATA.is_dir() and not os.environ.get("CI"),
+    reason="needs the Debian package dataset-fashion-mnist",
+)
+def test_test_set_images_written_as_pngs_classify_like_the_arrays(
+    trained, classifier, tmp_path
+):
+    model, _ = trained
+    images = read_idx(REAL_DATA / TEST_IMAGES)[:200]
+    paths = write_pngs(tmp_path, images, prefix="t10k")
+
+    results = classifier.classify_files(paths, top_k=len(CLASS_NAMES))
+
+    got = np.stack([full_proba(result) for result in results])
+    expected = model_proba(model, images)
+    np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
