@@ -251,6 +251,84 @@ def augmentation_cost(epochs: int = 3) -> dict:
     return results
 
 
+def _flatten(images):
+    return images.reshape(len(images), -1)
+
+
+def _unflatten(rows):
+    return rows.reshape(len(rows), 28, 28)
+
+
+def levers(max_epochs: int = 30, patience: int = 4) -> dict:
+    """Mean CV accuracy of the best candidate with each training lever, side by side.
+
+    Scored as the search scores candidates (its subsample, folds, seed and parallel
+    fits), so the test set plays no part. The baseline is the search's own fit of
+    ``search.epochs`` epochs; each other row changes one thing, or, last, combines
+    early stopping with the final training's regularisers.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    from fmnist_pipeline.model import FashionMLPClassifier
+    from fmnist_pipeline.search import stratified_subsample, tensorflow_threads
+
+    params = load_params(ROOT / "params.yaml")
+    config, final = params["search"], params["train"]
+    best, train = _best_params(), _train_data()
+    x, y = stratified_subsample(train.x, train.y, config["subsample"], config["seed"])
+    folds = StratifiedKFold(config["folds"], shuffle=True, random_state=config["seed"])
+    common = {
+        **best,
+        "batch_size": config["batch_size"],
+        "random_state": config["seed"],
+    }
+    early = {
+        "epochs": max_epochs,
+        "validation_split": final["validation_fraction"],
+        "patience": patience,
+    }
+    regularisers = {
+        "label_smoothing": final["label_smoothing"],
+        "flip_augment": final["flip_augment"],
+        "shift_augment": final["shift_augment"],
+    }
+    flat, square = FunctionTransformer(_flatten), FunctionTransformer(_unflatten)
+
+    def plain(**settings):
+        return FashionMLPClassifier(**common, **settings)
+
+    settings = {
+        "baseline": plain(epochs=config["epochs"]),
+        "standardized inputs": make_pipeline(
+            flat, StandardScaler(), square, plain(epochs=config["epochs"])
+        ),
+        "final-training regularisers": plain(epochs=config["epochs"], **regularisers),
+        "early stopping": plain(**early),
+        "early stopping + regularisers": plain(**early, **regularisers),
+    }
+    results = {
+        "images": len(y),
+        "folds": config["folds"],
+        "search_epochs": config["epochs"],
+        "max_epochs": max_epochs,
+        "patience": patience,
+    }
+    with tensorflow_threads(config["n_jobs"]):
+        for name, estimator in settings.items():
+            started = time.perf_counter()
+            scores = cross_val_score(
+                estimator, x, y, cv=folds, scoring="accuracy", n_jobs=config["n_jobs"]
+            )
+            results[name] = {
+                "mean_cv_accuracy": round(float(scores.mean()), 4),
+                "std": round(float(scores.std()), 4),
+                "wall_s": round(time.perf_counter() - started, 1),
+            }
+    return results
+
+
 def search_strategies() -> dict:
     """Randomized against successive-halving search at the same candidates."""
     from fmnist_pipeline.search import make_search, run_search
@@ -351,6 +429,7 @@ SECTIONS = {
     "throughput": throughput,
     "xla": xla,
     "augmentation": augmentation_cost,
+    "levers": levers,
     "search": search_strategies,
     "memory": search_memory,
 }
@@ -397,6 +476,17 @@ def markdown_table(results: dict) -> str:
                 "final training epoch, plain against augmented batches",
                 f"{a['plain_epoch_s']} s against {a['augmented_epoch_s']} s "
                 f"(ratio {a['ratio']})",
+            )
+        )
+    lever_results = results.get("levers", {})
+    for name, r in lever_results.items():
+        if not isinstance(r, dict):
+            continue
+        rows.append(
+            (
+                f"best candidate, {name} (CV on {lever_results['images']:,} images)",
+                f"mean CV accuracy {r['mean_cv_accuracy']} (std {r['std']}) "
+                f"in {r['wall_s']} s",
             )
         )
     for strategy, r in results.get("search", {}).items():
