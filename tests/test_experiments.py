@@ -149,9 +149,9 @@ def test_queued_experiments_run_and_metrics_diff_between_them_and_commits(repo):
         )
     assert set(experiments(repo)) == set(bounds)
     run(["dvc", "queue", "start"], repo)
-    for name in bounds:
-        # Follows the experiment's log until it has finished.
-        run(["dvc", "queue", "logs", name, "--follow"], repo)
+    # DVC's own way to wait: --run-all follows every queued or running experiment
+    # until it has finished.
+    run(["dvc", "exp", "run", "--run-all"], repo)
     assert run(["dvc", "queue", "status"], repo).stdout.count("Success") == 2
 
     # One command compares the two experiments' test accuracy.
