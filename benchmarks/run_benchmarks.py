@@ -74,6 +74,34 @@ def _train_data():
     return load_split(ROOT / "data/prepared/train.npz")
 
 
+def _build_best(best: dict):
+    """The searched best architecture as a compiled Keras model."""
+    from fmnist_pipeline.model import build_model
+
+    return build_model(
+        (best["units_1"], best["units_2"], best["units_3"]),
+        (best["activation_1"], best["activation_2"], best["activation_3"]),
+        best["learning_rate"],
+    )
+
+
+def _steady_epoch_s(model, train, epochs: int, batch_size: int) -> float:
+    """Fit ``model`` for ``epochs``; the fastest epoch after the first, in seconds.
+
+    The first epoch includes tracing and compilation.
+    """
+    timer = EpochTimer()
+    model.fit(
+        train.x,
+        train.y,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=0,
+        callbacks=[timer],
+    )
+    return min(timer.times[1:])
+
+
 class EpochTimer:
     """Keras callback recording the wall time of each epoch."""
 
@@ -95,14 +123,12 @@ class EpochTimer:
 
 def wrapper_overhead(epochs: int = 3, batch_size: int = 128, repeats: int = 2) -> dict:
     """SciKeras fit against plain Keras fit of the same model, data and epochs."""
-    from fmnist_pipeline.model import FashionMLPClassifier, build_model
+    from fmnist_pipeline.model import FashionMLPClassifier
 
     best, train = _best_params(), _train_data()
-    units = (best["units_1"], best["units_2"], best["units_3"])
-    activations = (best["activation_1"], best["activation_2"], best["activation_3"])
     plain_times, wrapped_times = [], []
     for _ in range(repeats):
-        model = build_model(units, activations, best["learning_rate"])
+        model = _build_best(best)
         started = time.perf_counter()
         model.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, verbose=0)
         plain_times.append(time.perf_counter() - started)
@@ -145,28 +171,12 @@ def throughput(epochs: int = 4, batch_size: int = 128) -> dict:
     (cores x clock x 32 float32 FLOPs per cycle for two 256-bit FMA units) and the
     best rate of a large TensorFlow matrix multiply, a practical ceiling.
     """
-    from fmnist_pipeline.model import build_model
 
     best, train = _best_params(), _train_data()
     widths = [784, best["units_1"], best["units_2"], best["units_3"], 10]
     weights = sum(a * b for a, b in zip(widths, widths[1:], strict=False))
     flops_per_sample = 6 * weights
-    model = build_model(
-        (best["units_1"], best["units_2"], best["units_3"]),
-        (best["activation_1"], best["activation_2"], best["activation_3"]),
-        best["learning_rate"],
-    )
-    timer = EpochTimer()
-    model.fit(
-        train.x,
-        train.y,
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=0,
-        callbacks=[timer],
-    )
-    # The first epoch includes tracing and compilation.
-    steady = min(timer.times[1:])
+    steady = _steady_epoch_s(_build_best(best), train, epochs, batch_size)
     samples_per_s = len(train.y) / steady
     achieved = samples_per_s * flops_per_sample / 1e9
     info = machine()
@@ -192,33 +202,21 @@ def xla(epochs: int = 4, batch_size: int = 128) -> dict:
     the TensorFlow backend compiles the training step with XLA when it can; the
     model's ``jit_compile`` attribute after a fit tells what "auto" chose.
     """
-    from fmnist_pipeline.model import build_model
 
     best, train = _best_params(), _train_data()
     results = {"epochs": epochs, "batch_size": batch_size}
     for setting in ("auto", False, True):
-        model = build_model(
-            (best["units_1"], best["units_2"], best["units_3"]),
-            (best["activation_1"], best["activation_2"], best["activation_3"]),
-            best["learning_rate"],
-        )
+        model = _build_best(best)
         model.compile(
             optimizer=model.optimizer,
             loss=model.loss,
             metrics=["accuracy"],
             jit_compile=setting,
         )
-        timer = EpochTimer()
-        model.fit(
-            train.x,
-            train.y,
-            epochs=epochs,
-            batch_size=batch_size,
-            verbose=0,
-            callbacks=[timer],
-        )
         name = {"auto": "auto", False: "off", True: "on"}[setting]
-        results[f"xla_{name}_epoch_s"] = round(min(timer.times[1:]), 2)
+        results[f"xla_{name}_epoch_s"] = round(
+            _steady_epoch_s(model, train, epochs, batch_size), 2
+        )
         if setting == "auto":
             results["auto_chose_xla"] = bool(model.jit_compile)
     return results

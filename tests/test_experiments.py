@@ -82,6 +82,15 @@ def experiments(repo) -> dict[str, dict]:
     return found
 
 
+def accuracy_diff(repo, old: str, new: str) -> dict:
+    """The test accuracy entry of ``dvc metrics diff OLD NEW``, checked for shape."""
+    command = ["dvc", "metrics", "diff", old, new, "--all", "--json"]
+    diff = json.loads(run(command, repo).stdout)
+    accuracy = diff["metrics/evaluate/metrics.json"]["accuracy"]
+    assert set(accuracy) == {"old", "new", "diff"}
+    return accuracy
+
+
 def test_nested_dict_override_and_experiment_table(repo):
     run(
         [
@@ -155,31 +164,14 @@ def test_queued_experiments_run_and_metrics_diff_between_them_and_commits(repo):
     assert run(["dvc", "queue", "status"], repo).stdout.count("Success") == 2
 
     # One command compares the two experiments' test accuracy.
-    diff = json.loads(
-        run(
-            ["dvc", "metrics", "diff", "lr-low", "lr-high", "--all", "--json"], repo
-        ).stdout
-    )
-    accuracy = diff["metrics/evaluate/metrics.json"]["accuracy"]
-    assert set(accuracy) == {"old", "new", "diff"}
+    accuracy = accuracy_diff(repo, "lr-low", "lr-high")
     assert accuracy["diff"] == pytest.approx(accuracy["new"] - accuracy["old"])
-    learned = experiments(repo)
-    assert (
-        learned["lr-low"]["metrics"]["metrics/best_params.json"]["data"][
-            "learning_rate"
-        ]
-        < 2.0e-4
-    )
+    best_low = experiments(repo)["lr-low"]["metrics"]["metrics/best_params.json"]
+    assert best_low["data"]["learning_rate"] < 2.0e-4
 
     run(["dvc", "exp", "apply", "lr-high"], repo)
     run(["git", "commit", "-qam", "apply experiment"], repo)
-    diff = json.loads(
-        run(
-            ["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--all", "--json"], repo
-        ).stdout
-    )
-    accuracy = diff["metrics/evaluate/metrics.json"]["accuracy"]
-    assert set(accuracy) == {"old", "new", "diff"}
+    accuracy_diff(repo, "HEAD~1", "HEAD")
 
     plots = run(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--json"], repo).stdout
     rendered = json.loads(plots)["data"]
