@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from fmnist_pipeline.data import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
-from fmnist_pipeline.errors import ParamsError
+from fmnist_pipeline.errors import ParamsError, PipelineError
 
 Check = Callable[[Any], "str | None"]
 # A check of one key against the whole params: (value, params) -> problem or None.
@@ -46,6 +46,8 @@ ACTIVATIONS = (
 STRATEGIES = ("random", "halving")
 SCORINGS = ("accuracy", "balanced_accuracy", "f1_macro", "neg_log_loss")
 BACKENDS = ("local", "dask")
+# NumPy's and TensorFlow's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
 # Pixels an image may be moved by augmentation: a quarter of its 28-pixel side.
 MAX_SHIFT = 7
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -224,11 +226,11 @@ _activations = list_of(choice(ACTIVATIONS), "Keras activation names")
 SCHEMA: dict[str, Any] = {
     "fetch": {
         "sources": list_of(source, "directories or http(s) URLs"),
-        "timeout": number(gt=0),
+        "timeout": number(gt=0, lt=86400),
         "files": data_files,
     },
     "search": {
-        "seed": integer(0),
+        "seed": integer(0, MAX_SEED),
         "subsample": optional(integer(20)),
         "n_iter": integer(1),
         "folds": integer(2),
@@ -254,7 +256,7 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "train": {
-        "seed": integer(0),
+        "seed": integer(0, MAX_SEED),
         "max_epochs": integer(1),
         "batch_size": integer(1),
         "label_smoothing": fraction,
@@ -284,6 +286,37 @@ def describe_candidate(params: Mapping[str, Any]) -> str:
     units = "-".join(str(params[f"units_{i}"]) for i in (1, 2, 3))
     activations = "/".join(str(params[f"activation_{i}"]) for i in (1, 2, 3))
     return f"units {units}, {activations}, learning_rate {params['learning_rate']:.3g}"
+
+
+# What one candidate's value of each searched hyperparameter may be.
+CANDIDATE_CHECKS: dict[str, Check] = {
+    **{f"units_{i}": integer(1) for i in (1, 2, 3)},
+    **{f"activation_{i}": choice(ACTIVATIONS) for i in (1, 2, 3)},
+    "learning_rate": number(gt=0),
+}
+
+
+def check_candidate(params: Any, source: str) -> None:
+    """Check a candidate read from ``source`` (the search's best params file).
+
+    Raises
+    ------
+    PipelineError
+        Naming the file and the first key that is missing, unknown or invalid.
+    """
+    rerun = "rerun `dvc repro -f search`"
+    if not isinstance(params, Mapping) or set(params) != set(SEARCHED):
+        raise PipelineError(
+            f"{source}: got {_describe(params)}, expected a mapping of "
+            f"{', '.join(SEARCHED)}; {rerun}"
+        )
+    for name, check in CANDIDATE_CHECKS.items():
+        allowed = check(params[name])
+        if allowed is not None:
+            raise PipelineError(
+                f"{source}: {name}: got {_describe(params[name])}, expected "
+                f"{allowed}; {rerun}"
+            )
 
 
 # Rules that tie keys together, by the key that a problem is reported on. They run
@@ -377,6 +410,10 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ParamsError(f"{path}: cannot read ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise ParamsError(
+            f"{path}: byte {error.start} is not UTF-8 text; save the file as UTF-8"
+        ) from error
     try:
         params = yaml.safe_load(text)
     except yaml.YAMLError as error:

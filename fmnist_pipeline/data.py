@@ -12,6 +12,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -261,18 +262,34 @@ def save_split(path: str | Path, split: Split) -> None:
 
 
 def load_split(path: str | Path) -> Split:
-    """Read a split written by :func:`save_split`."""
+    """Read a split written by :func:`save_split`, checking what it holds."""
+    rebuild = "rerun `dvc repro -f preprocess`"
     try:
-        with np.load(path) as arrays:
-            return Split(x=arrays["x"], y=arrays["y"])
+        with np.load(path, allow_pickle=False) as arrays:
+            x, y = arrays["x"], arrays["y"]
     except FileNotFoundError as error:
         raise PipelineError(
             f"{path} does not exist; run `dvc repro` to prepare the data"
         ) from error
-    except (OSError, ValueError, KeyError) as error:
-        raise PipelineError(
-            f"{path} is not a prepared split ({error}); rerun `dvc repro -f preprocess`"
-        ) from error
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        TypeError,
+        AttributeError,
+        zipfile.BadZipFile,
+    ) as error:
+        reason = str(error).split(". ")[0] or type(error).__name__
+        message = f"{path} is not a prepared split ({reason}); {rebuild}"
+        raise PipelineError(message) from error
+    try:
+        check_split(x, y, str(path))
+        if x.dtype != np.float32 or not len(y):
+            raise IdxFormatError(f"{path}: expected float32 images, at least one")
+    except IdxFormatError as error:
+        raise PipelineError(f"{error}; {rebuild}") from error
+    return Split(x=x, y=y)
 
 
 def preprocess(raw_dir: str | Path, out_dir: str | Path) -> dict[str, int]:

@@ -113,6 +113,9 @@ def run(
     stage adds the confusion matrix and the misclassified examples.
     """
     config = load_params(params_path)["evaluate"]
+    # Everything is read before anything is written.
+    best = read_json(best_params_path)
+    search_metrics = read_json(search_metrics_path)
     model = load_model(model_path)
     test = load_split(test_path)
     proba = model.predict(test.x, batch_size=1024, verbose=0)
@@ -154,8 +157,8 @@ def run(
     }
     report = render_report(
         metrics,
-        read_json(best_params_path),
-        read_json(search_metrics_path),
+        best,
+        search_metrics,
         {title: f"{relative}/{name}" for title, name in figures.items()},
     )
     with atomic_path(report_path) as tmp:

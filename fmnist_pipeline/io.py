@@ -31,6 +31,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates the file private (0600); give it the mode of a new file.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -378,14 +379,32 @@ def augmented_batches(
 
 
 def load_model(path) -> keras.Model:
-    """Load a saved ``.keras`` model; safe mode refuses embedded Python code."""
+    """Load a saved ``.keras`` model; safe mode refuses embedded Python code.
+
+    Raises
+    ------
+    PipelineError
+        When the file is missing, is not a Keras archive, holds code that safe
+        mode refuses, or is not a model of 28x28 images into 10 classes.
+    """
+    rebuild = "rebuild it with `dvc repro -f train` (or get it with `dvc pull`)"
     if not Path(path).is_file():
         raise PipelineError(
             f"{path} does not exist; run `dvc repro` (or `dvc pull`) to get the model"
         )
+    if not zipfile.is_zipfile(path):
+        raise PipelineError(f"{path} is not a .keras (zip) archive; {rebuild}")
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except (OSError, ValueError) as error:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
         raise PipelineError(
-            f"{path} is not a loadable Keras model ({error})"
+            f"{path} is not a loadable Keras model ({reason}); {rebuild}"
         ) from error
+    expected = ((None, *IMAGE_SHAPE), (None, len(CLASS_NAMES)))
+    if (tuple(model.input_shape), tuple(model.output_shape)) != expected:
+        raise PipelineError(
+            f"{path} maps {model.input_shape} to {model.output_shape}, not 28x28 "
+            f"images to {len(CLASS_NAMES)} classes; {rebuild}"
+        )
+    return model

@@ -359,6 +359,14 @@ def run_search(
     Returns the fitted search and the reasons of any failed fits.
     """
     x_search, y_search = stratified_subsample(x, y, config["subsample"], config["seed"])
+    per_class = np.unique(y_search, return_counts=True)[1]
+    smallest = int(per_class.min()) if per_class.size else 0
+    if smallest < config["folds"]:
+        raise PipelineError(
+            f"search.folds: {config['folds']} stratified folds need at least as many "
+            f"images of every class, and the search's {len(y_search)} images have "
+            f"{smallest} of one; lower search.folds or raise search.subsample"
+        )
     search = make_search(config)
     logger.info(
         "searching %d candidates x %d folds on %d images (%d epochs each, n_jobs=%d)",

@@ -11,10 +11,11 @@ from typing import Any
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from fmnist_pipeline.config import load_params
+from fmnist_pipeline.config import check_candidate, load_params
 from fmnist_pipeline.data import load_split
+from fmnist_pipeline.errors import PipelineError
 from fmnist_pipeline.io import atomic_directory, atomic_path, read_json, write_json
-from fmnist_pipeline.model import FashionMLPClassifier
+from fmnist_pipeline.model import FashionMLPClassifier, TrainingDiverged
 from fmnist_pipeline.plots import learning_curves_png
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,14 @@ def run(
     """
     config = load_params(params_path)["train"]
     best = read_json(best_params_path)
+    check_candidate(best, str(best_params_path))
     train = load_split(train_path)
+    held_out = len(train.y) - int(len(train.y) * (1.0 - config["validation_fraction"]))
+    if held_out < 1:
+        raise PipelineError(
+            f"train.validation_fraction: {config['validation_fraction']} of "
+            f"{len(train.y)} images holds out none; raise it in params.yaml"
+        )
     logger.info("training %s on %d images", best, len(train.y))
 
     # Every output, DVCLive's per-epoch logs included, is written under a
@@ -65,7 +73,13 @@ def run(
         with Live(dir=str(live_tmp), save_dvc_exp=False, dvcyaml=None) as live:
             callbacks = [DVCLiveCallback(live=live)]
             estimator = make_final_estimator(best, config, callbacks)
-            estimator.fit(train.x, train.y)
+            try:
+                estimator.fit(train.x, train.y)
+            except TrainingDiverged as error:
+                raise PipelineError(
+                    f"the final training diverged ({error}); rerun the search "
+                    "with a narrower search.space.learning_rate"
+                ) from error
             history = {
                 key: [float(v) for v in values]
                 for key, values in estimator.history_.items()

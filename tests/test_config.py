@@ -5,8 +5,14 @@ import keras
 import pytest
 import yaml
 
-from fmnist_pipeline.config import ACTIVATIONS, SCHEMA, load_params, validate_params
-from fmnist_pipeline.errors import ParamsError
+from fmnist_pipeline.config import (
+    ACTIVATIONS,
+    SCHEMA,
+    check_candidate,
+    load_params,
+    validate_params,
+)
+from fmnist_pipeline.errors import ParamsError, PipelineError
 from tests.conftest import REPO_ROOT
 
 DEFAULTS = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -56,6 +62,8 @@ def test_every_listed_activation_is_known_to_keras():
         ("fetch.timeout", 0, "fetch.timeout: got 0, expected a number > 0"),
         ("fetch.files", {"x.gz": "abc"}, "SHA-256"),
         ("search.seed", -1, "search.seed: got -1, expected an integer >= 0"),
+        ("train.seed", 2**32, "expected an integer >= 0 and <= 4294967295"),
+        ("fetch.timeout", 1e300, "expected a number > 0 and < 86400"),
         ("search.subsample", 10, "expected null or an integer >= 20"),
         ("search.n_jobs", 0, "search.n_jobs: got 0, expected an integer >= 1"),
         ("search.strategy", "grid", "expected one of random, halving"),
@@ -137,3 +145,43 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 def test_missing_file_is_a_params_error(tmp_path):
     with pytest.raises(ParamsError, match="cannot read"):
         load_params(tmp_path / "absent.yaml")
+
+
+def test_params_that_are_not_utf8_name_the_byte(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"search:\n  scoring: caf\xe9\n")
+    with pytest.raises(ParamsError, match="byte 22 is not UTF-8 text; save the file"):
+        load_params(path)
+
+
+BEST = {
+    "units_1": 256,
+    "units_2": 128,
+    "units_3": 64,
+    "activation_1": "relu",
+    "activation_2": "elu",
+    "activation_3": "gelu",
+    "learning_rate": 1e-3,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({}, None),
+        ({"units_1": "abc"}, "best.json: units_1: got 'abc', expected an integer >= 1"),
+        ({"activation_2": "nosuch"}, "best.json: activation_2: got 'nosuch'"),
+        ({"learning_rate": -1}, "learning_rate: got -1, expected a number > 0"),
+        ({"extra": 1}, "expected a mapping of units_1"),
+    ],
+)
+def test_a_candidate_file_is_checked_key_by_key(change, expected):
+    best = {**BEST, **change}
+    if expected is None:
+        check_candidate(best, "best.json")
+        return
+    with pytest.raises(PipelineError, match="rerun `dvc repro -f search`$") as caught:
+        check_candidate(best, "best.json")
+    assert expected in str(caught.value)
+    with pytest.raises(PipelineError, match="^best.json: got \\[1, 2\\]"):
+        check_candidate([1, 2], "best.json")

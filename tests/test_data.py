@@ -9,6 +9,7 @@ import pytest
 
 from fmnist_pipeline.data import (
     TRAIN_IMAGES,
+    Split,
     check_split,
     decompressed_sha256,
     fetch,
@@ -16,8 +17,9 @@ from fmnist_pipeline.data import (
     parse_idx,
     preprocess,
     read_idx,
+    save_split,
 )
-from fmnist_pipeline.errors import FetchError, IdxFormatError
+from fmnist_pipeline.errors import FetchError, IdxFormatError, PipelineError
 from tests.conftest import idx_bytes, synthetic_split, write_synthetic_mirror
 
 # IDX parsing -------------------------------------------------------------------
@@ -219,3 +221,32 @@ def test_fetch_falls_through_a_timeout_and_a_truncated_body(http_mirror, tmp_pat
     assert "truncated download" in truncated
     assert not any(out.iterdir())
     assert list(tmp_path.glob(".*.part")) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "is not a prepared split"),
+        (b"garbage" * 100, "is not a prepared split"),
+        ("truncated", "is not a prepared split"),
+        ("wrong shape", "images have shape (3, 4), expected (n, 28, 28)"),
+        ("label 12", "label 12 outside 0..9"),
+    ],
+)
+def test_a_corrupt_prepared_split_is_a_one_line_error(tmp_path, content, reason):
+    path = tmp_path / "train.npz"
+    good = Split(np.zeros((3, 28, 28), np.float32), np.array([0, 1, 2], np.uint8))
+    if content == "truncated":
+        save_split(path, good)
+        path.write_bytes(path.read_bytes()[:200])
+    elif content == "wrong shape":
+        save_split(path, Split(np.zeros((3, 4), np.float32), good.y))
+    elif content == "label 12":
+        save_split(path, Split(good.x, np.array([0, 1, 12], np.uint8)))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(
+        PipelineError, match="rerun `dvc repro -f preprocess`$"
+    ) as caught:
+        load_split(path)
+    assert reason in str(caught.value) and "\n" not in str(caught.value)

@@ -1,4 +1,5 @@
 import pickle
+import zipfile
 
 import keras
 import numpy as np
@@ -318,3 +319,32 @@ def test_a_model_with_embedded_python_code_is_refused(tmp_path):
     keras.saving.load_model(path, safe_mode=False)
     with pytest.raises(PipelineError, match="not a loadable Keras model.*safe_mode"):
         load_model(path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncate", "is not a .keras (zip) archive"),
+        ("garbage", "is not a .keras (zip) archive"),
+        ("no config", "is not a loadable Keras model"),
+        ("other shapes", "not 28x28 images to 10 classes"),
+    ],
+)
+def test_a_damaged_model_file_is_a_one_line_error(tmp_path, damage, reason):
+    path = tmp_path / "model.keras"
+    build_model(units=(4, 4, 4)).save(path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "garbage":
+        path.write_bytes(b"not a model")
+    elif damage == "no config":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("metadata.json", "{}")
+    else:
+        keras.Sequential([keras.Input(shape=(5,)), keras.layers.Dense(3)]).save(path)
+    with pytest.raises(PipelineError, match="rebuild it with `dvc repro -f train`"):
+        try:
+            load_model(path)
+        except PipelineError as error:
+            assert reason in str(error) and "\n" not in str(error)
+            raise

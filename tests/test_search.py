@@ -184,3 +184,11 @@ def test_successive_halving_scores_rounds_on_growing_subsets():
     assert set(best_params(search)) == set(SEARCHED)
     metrics = search_metrics(search, wall_time=1.0)
     assert metrics["candidates"] == 4 and metrics["fits"] == 6 * config["folds"]
+
+
+def test_more_folds_than_images_of_a_class_is_a_clear_error():
+    images, labels = synthetic_split(100, seed=0)  # ten images of each class
+    config = tiny_params([])["search"]
+    config.update(subsample=None, folds=11)
+    with pytest.raises(PipelineError, match="^search.folds: 11 stratified folds"):
+        run_search(images.astype(np.float32) / 255.0, labels, config)
