@@ -201,12 +201,11 @@ def required_when(other: str, equals: Any, what: str) -> Rule:
 
 def source(value: Any) -> str | None:
     """A directory, or a base URL that the fetch stage can download from."""
-    if non_empty_string(value) is not None:
-        return "a directory or an http(s):// base URL"
-    scheme, separator, _ = value.partition("://")
-    if separator and scheme not in SOURCE_SCHEMES:
-        return "a directory or an http(s):// base URL"
-    return None
+    if non_empty_string(value) is None:
+        scheme, separator, _ = value.partition("://")
+        if not separator or scheme in SOURCE_SCHEMES:
+            return None
+    return "a directory or an http(s):// base URL"
 
 
 def data_files(value: Any) -> str | None:
@@ -220,8 +219,13 @@ def data_files(value: Any) -> str | None:
     return None
 
 
-_units = either(list_of(integer(1), "integers >= 1"), range_of(integer(1), "int >= 1"))
-_activations = list_of(choice(ACTIVATIONS), "Keras activation names")
+# One candidate's value of each kind of searched hyperparameter ...
+_unit = integer(1)
+_activation = choice(ACTIVATIONS)
+_learning_rate = number(gt=0)
+# ... and the search space's choices or ranges of them.
+_units = either(list_of(_unit, "integers >= 1"), range_of(_unit, "int >= 1"))
+_activations = list_of(_activation, "Keras activation names")
 
 SCHEMA: dict[str, Any] = {
     "fetch": {
@@ -252,7 +256,7 @@ SCHEMA: dict[str, Any] = {
             "activation_1": _activations,
             "activation_2": _activations,
             "activation_3": _activations,
-            "learning_rate": range_of(number(gt=0), "number > 0", log=True),
+            "learning_rate": range_of(_learning_rate, "number > 0", log=True),
         },
     },
     "train": {
@@ -290,9 +294,9 @@ def describe_candidate(params: Mapping[str, Any]) -> str:
 
 # What one candidate's value of each searched hyperparameter may be.
 CANDIDATE_CHECKS: dict[str, Check] = {
-    **{f"units_{i}": integer(1) for i in (1, 2, 3)},
-    **{f"activation_{i}": choice(ACTIVATIONS) for i in (1, 2, 3)},
-    "learning_rate": number(gt=0),
+    **{f"units_{i}": _unit for i in (1, 2, 3)},
+    **{f"activation_{i}": _activation for i in (1, 2, 3)},
+    "learning_rate": _learning_rate,
 }
 
 

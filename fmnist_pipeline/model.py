@@ -308,6 +308,11 @@ class FashionMLPClassifier(KerasClassifier):
         ]
 
 
+def hold_out_start(n_samples: int, validation_split: float) -> int:
+    """Where the hold-out begins: Keras' rule, the last samples, rounded down."""
+    return int(np.floor(n_samples * (1.0 - validation_split)))
+
+
 def split_hold_out(x, y, sample_weight, validation_split: float):
     """Split off the last ``validation_split`` of the samples, as Keras would.
 
@@ -316,8 +321,7 @@ def split_hold_out(x, y, sample_weight, validation_split: float):
     """
     if not validation_split:
         return x, y, sample_weight, None
-    # Keras' own rule for validation_split: the last samples, rounded down.
-    split_at = int(np.floor(len(x) * (1.0 - validation_split)))
+    split_at = hold_out_start(len(x), validation_split)
     if sample_weight is not None:
         sample_weight = sample_weight[:split_at]
     return x[:split_at], y[:split_at], sample_weight, (x[split_at:], y[split_at:])

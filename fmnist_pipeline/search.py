@@ -378,15 +378,14 @@ def run_search(
     )
     started = time.perf_counter()
     failures = fit_search(search, x_search, y_search, config)
-    defaults = search.estimator.get_params()
-    results = search.cv_results_
+    results, names = search.cv_results_, candidate_names(search)
     for index in np.argsort(results["rank_test_score"], kind="stable"):
         logger.info(
             "rank %d: mean CV score %.4f (std %.4f): %s",
             results["rank_test_score"][index],
             results["mean_test_score"][index],
             results["std_test_score"][index],
-            describe_candidate({**defaults, **results["params"][index]}),
+            names[index],
         )
     logger.info(
         "search done in %.0fs: best mean CV %s %.4f with %s",
@@ -437,6 +436,16 @@ def search_metrics(search: RandomizedSearchCV, wall_time: float) -> dict[str, An
     }
 
 
+def candidate_names(search: RandomizedSearchCV) -> list[str]:
+    """:func:`describe_candidate` of each row of ``cv_results_``.
+
+    A row's params are only the searched ones; the estimator's own values fill in
+    any hyperparameter that the search space left out.
+    """
+    defaults = search.estimator.get_params()
+    return [describe_candidate({**defaults, **p}) for p in search.cv_results_["params"]]
+
+
 def candidate_rows(
     search: RandomizedSearchCV, failures: list[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -455,13 +464,13 @@ def candidate_rows(
     leading += [f"param_{name}" for name in SEARCHED]
     columns = [c for c in leading if c in results]
     columns += [c for c in results if c not in columns and c != "params"]
-    defaults = search.estimator.get_params()
+    names = candidate_names(search)
     rows = []
     for index in range(n_rows):
         row = {"candidate": index, **{c: _plain(results[c][index]) for c in columns}}
         row["status"] = "ok"
         if np.isnan(row["mean_test_score"]):
-            name = describe_candidate({**defaults, **results["params"][index]})
+            name = names[index]
             reasons = [r for r in failures or [] if name in r] or failures
             row["status"] = "failed: " + ("; ".join(reasons or ["fit raised an error"]))
         rows.append(row)

@@ -15,7 +15,11 @@ from fmnist_pipeline.config import check_candidate, load_params
 from fmnist_pipeline.data import load_split
 from fmnist_pipeline.errors import PipelineError
 from fmnist_pipeline.io import atomic_directory, atomic_path, read_json, write_json
-from fmnist_pipeline.model import FashionMLPClassifier, TrainingDiverged
+from fmnist_pipeline.model import (
+    FashionMLPClassifier,
+    TrainingDiverged,
+    hold_out_start,
+)
 from fmnist_pipeline.plots import learning_curves_png
 
 logger = logging.getLogger(__name__)
@@ -58,8 +62,7 @@ def run(
     best = read_json(best_params_path)
     check_candidate(best, str(best_params_path))
     train = load_split(train_path)
-    held_out = len(train.y) - int(len(train.y) * (1.0 - config["validation_fraction"]))
-    if held_out < 1:
+    if hold_out_start(len(train.y), config["validation_fraction"]) == len(train.y):
         raise PipelineError(
             f"train.validation_fraction: {config['validation_fraction']} of "
             f"{len(train.y)} images holds out none; raise it in params.yaml"
